@@ -1,0 +1,208 @@
+/**
+ * A throughput run between P publishers and S subscribers, each subscriber receiving every
+ * publisher's stream (fan-in: P=20, S=1; fan-out: P=1, S=100). Shared by the scenarios that
+ * measure messages per second.
+ *
+ * Flow control, so the broker's queues stay bounded and the numbers measure steady state:
+ * - per publisher, at most `ackWindow` QoS 1/2 publishes awaiting PUBACK/PUBCOMP;
+ * - per publisher, at most `e2eWindow` messages beyond what the slowest subscriber has seen of it
+ *   (by highest sequence number, so a dropped QoS 0 message does not stall the window).
+ *
+ * A publisher is topped up only when at least a quarter of its window is free, so writes come
+ * in batches rather than one syscall per freed slot.
+ *
+ * Each run stops by itself: after `messagesPerPublisher` or `warmupMs + durationMs` (whichever
+ * comes first), then waits for outstanding deliveries until nothing has moved for `drainIdleMs`.
+ * The measured window runs from the end of the warm-up to the last delivery.
+ */
+import type { QoS } from 'mqtt-packet';
+import { BenchClient, PublishTemplate } from './client.js';
+import { readPubId, readSeq, StreamTracker } from './payload.js';
+import { type Mark, mark, measure, pool, type ScenarioContext, type ScenarioResult } from './scenario.js';
+
+export interface FlowOptions {
+  publishers: number;
+  subscribers: number;
+  qos: QoS;
+  /** Topic published by publisher i. */
+  topic: (pub: number) => string;
+  /** The filter every subscriber subscribes to. */
+  filter: string;
+  messagesPerPublisher: number;
+  ackWindow: number;
+  e2eWindow: number;
+  drainIdleMs: number;
+}
+
+interface Pub {
+  client: BenchClient;
+  template: PublishTemplate;
+  sent: number;
+}
+
+interface Sub {
+  client: BenchClient;
+  trackers: StreamTracker[];
+  received: number;
+}
+
+export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<ScenarioResult> {
+  const { warmupMs, durationMs, payloadSize } = ctx.options;
+  const notes: string[] = [];
+
+  const subs: Sub[] = await pool(o.subscribers, 50, async (j) => {
+    const client = await ctx.connect('s', j);
+    const granted = await client.subscribe(o.filter, o.qos);
+    if (granted !== o.qos) notes.push(`subscriber ${j}: granted QoS ${granted} for ${o.qos}`);
+    const trackers = Array.from({ length: o.publishers }, () => new StreamTracker(o.messagesPerPublisher));
+    return { client, trackers, received: 0 };
+  });
+  const pubs: Pub[] = await pool(o.publishers, 50, async (i) => ({
+    client: await ctx.connect('p', i),
+    template: new PublishTemplate(o.topic(i), o.qos, i, payloadSize),
+    sent: 0,
+  }));
+
+  let delivered = 0; // all deliveries, duplicates included
+  let stopSending = false;
+  let draining = false;
+  let lastDeliveryAt = 0;
+  let pumpQueued = false;
+  let foreign = 0;
+  const minBatch = Math.max(1, Math.floor(Math.min(o.ackWindow, o.e2eWindow) / 4));
+
+  const pump = (): void => {
+    pumpQueued = false;
+    if (stopSending) return;
+    const now = performance.now();
+    let active = false;
+    for (let i = 0; i < pubs.length; i++) {
+      const p = pubs[i];
+      if (p.sent >= o.messagesPerPublisher) continue;
+      active = true;
+      if (p.client.blocked || p.client.closed) continue;
+      let seen = Number.POSITIVE_INFINITY;
+      for (let j = 0; j < subs.length; j++) {
+        const next = subs[j].trackers[i].next;
+        if (next < seen) seen = next;
+      }
+      let allowance = Math.min(o.e2eWindow - (p.sent - seen), o.messagesPerPublisher - p.sent);
+      if (o.qos > 0) allowance = Math.min(allowance, o.ackWindow - p.client.inflight);
+      // Top up in batches (a quarter window at least): fewer, larger writes for both sides.
+      if (allowance < minBatch && allowance < o.messagesPerPublisher - p.sent) continue;
+      for (let k = 0; k < allowance; k++) p.client.publish(p.template, p.sent++, now);
+    }
+    if (!active) startDrain();
+  };
+  const schedule = (): void => {
+    if (!pumpQueued && !stopSending) {
+      pumpQueued = true;
+      setImmediate(pump);
+    }
+  };
+
+  for (const s of subs) {
+    s.client.onMessage = (payload) => {
+      const pubId = readPubId(payload);
+      const tracker = s.trackers[pubId];
+      if (tracker === undefined) {
+        foreign++;
+        return;
+      }
+      tracker.record(readSeq(payload));
+      s.received++;
+      delivered++;
+      if (draining) lastDeliveryAt = performance.now();
+      else schedule();
+    };
+  }
+  for (const p of pubs) {
+    p.client.onComplete = schedule;
+    p.client.onDrain = schedule;
+  }
+
+  const start = mark(ctx.broker);
+  let warm: Mark = start;
+  let deliveredAtWarm = 0;
+  const warmTimer = setTimeout(() => {
+    warm = mark(ctx.broker);
+    deliveredAtWarm = delivered;
+  }, warmupMs);
+  const stopTimer = setTimeout(() => startDrain(), warmupMs + durationMs);
+  function startDrain(): void {
+    if (draining) return;
+    stopSending = true;
+    draining = true;
+    lastDeliveryAt = performance.now();
+  }
+
+  pump();
+
+  // Watch for the end: everything delivered and acked, or nothing moving for drainIdleMs.
+  const expected = () => pubs.reduce((n, p) => n + p.sent, 0) * subs.length;
+  let stalled = false;
+  await new Promise<void>((resolve) => {
+    let lastSeen = -1;
+    let lastMoveAt = performance.now();
+    const check = setInterval(() => {
+      const now = performance.now();
+      const progress = delivered + pubs.reduce((n, p) => n + p.client.inflight, 0);
+      if (progress !== lastSeen) {
+        lastSeen = progress;
+        lastMoveAt = now;
+      }
+      const uniqueTotal = subs.reduce((n, s) => n + s.trackers.reduce((m, t) => m + t.unique, 0), 0);
+      const acked = pubs.every((p) => p.client.inflight === 0);
+      const lostConn = pubs.some((p) => p.client.closed) || subs.some((s) => s.client.closed);
+      if (draining && uniqueTotal >= expected() && acked) return finish();
+      if (now - lastMoveAt > o.drainIdleMs || lostConn) {
+        // A QoS 0 loss is reported as lost; for QoS 1/2 (or while sending) a halt is a stall.
+        stalled = !draining || (o.qos > 0 && (uniqueTotal < expected() || !acked));
+        if (lostConn) notes.push('a connection closed during the run');
+        return finish();
+      }
+      function finish() {
+        clearInterval(check);
+        resolve();
+      }
+    }, 10);
+  });
+  if (!draining) startDrain();
+  clearTimeout(warmTimer);
+  clearTimeout(stopTimer);
+  const end = mark(ctx.broker);
+
+  // If the run ended before the warm-up did, measure the whole run.
+  const window = measure(warm, end, delivered - deliveredAtWarm, Math.min(end.at, lastDeliveryAt || end.at));
+
+  let lost = 0;
+  let dup = 0;
+  let reordered = 0;
+  for (const s of subs) {
+    for (let i = 0; i < pubs.length; i++) {
+      const t = s.trackers[i];
+      lost += pubs[i].sent - t.unique;
+      dup += t.dup;
+      reordered += t.reordered;
+    }
+  }
+  const published = pubs.reduce((n, p) => n + p.sent, 0);
+  const unacked = pubs.reduce((n, p) => n + p.client.inflight, 0);
+  const protocolErrors = [...pubs, ...subs].reduce((n, x) => n + x.client.protocolErrors, 0);
+  if (stalled) notes.push(`stalled: nothing moved for ${o.drainIdleMs} ms`);
+  if (unacked > 0) notes.push(`${unacked} publishes never acknowledged`);
+  if (protocolErrors > 0) notes.push(`${protocolErrors} unexpected packets or packet ids`);
+  if (foreign > 0) notes.push(`${foreign} messages from unknown publishers`);
+  if (window.generatorLoad > 0.9) notes.push(`generator at ${(window.generatorLoad * 100).toFixed(0)}% of a core`);
+
+  await ctx.closeAll();
+  return {
+    unit: 'msg',
+    ...window,
+    lost,
+    dup,
+    reordered,
+    notes,
+    detail: `published ${published}, delivered ${delivered}, generator ${(window.generatorLoad * 100).toFixed(0)}% CPU`,
+  };
+}

@@ -1,0 +1,34 @@
+/**
+ * Fan-in: 20 publishers → 1 subscriber on a wildcard filter (`<root>/+/data`), at QoS 0, 1 and 2.
+ * Publishers pipeline with at most 50 unacknowledged publishes each; the subscriber acknowledges
+ * QoS 1 (PUBACK) and QoS 2 (PUBREC, PUBREL → PUBCOMP).
+ */
+import type { QoS } from 'mqtt-packet';
+import { runFlow } from '../flow.js';
+import type { BrokerScenario } from '../scenario.js';
+
+const PUBLISHERS = 20;
+const WINDOW = 50;
+
+export function fanIn(qos: QoS): BrokerScenario {
+  return {
+    kind: 'broker',
+    id: `fan-in-qos${qos}`,
+    title: `fan-in 20→1 QoS ${qos}`,
+    strict: qos > 0,
+    run(ctx) {
+      return runFlow(ctx, {
+        publishers: PUBLISHERS,
+        subscribers: 1,
+        qos,
+        topic: (i) => `${ctx.topicRoot}/${i}/data`,
+        filter: `${ctx.topicRoot}/+/data`,
+        messagesPerPublisher: ctx.options.quick ? 10_000 : 100_000,
+        ackWindow: WINDOW,
+        // QoS 0 has no acks: the delivery itself is the ack. QoS 1/2: room beyond the ack window.
+        e2eWindow: qos === 0 ? WINDOW : 2 * WINDOW,
+        drainIdleMs: qos === 0 ? 1000 : 3000,
+      });
+    },
+  };
+}

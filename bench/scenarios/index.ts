@@ -1,0 +1,18 @@
+/** Every scenario, in run order. Add new ones (persistence, shared subscriptions, …) here. */
+import type { Scenario } from '../scenario.js';
+import { fanIn } from './fan-in.js';
+import { fanOut } from './fan-out.js';
+import { idleConnections } from './idle-connections.js';
+import { latency } from './latency.js';
+import { topicTree } from './topic-tree.js';
+
+export const scenarios: Scenario[] = [
+  fanIn(0),
+  fanIn(1),
+  fanIn(2),
+  fanOut,
+  latency(0),
+  latency(1),
+  idleConnections,
+  topicTree,
+];

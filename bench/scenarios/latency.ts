@@ -1,0 +1,111 @@
+/**
+ * Latency at a fixed rate: 1 publisher → 1 subscriber at 2,000 msg/s. The publisher stamps
+ * performance.now() into each payload; the subscriber (same process) takes the difference on
+ * arrival. Messages sent during the warm-up are delivered but not sampled.
+ */
+import type { QoS } from 'mqtt-packet';
+import { PublishTemplate } from '../client.js';
+import { readSentAt, readSeq, StreamTracker } from '../payload.js';
+import { type BrokerScenario, type Mark, mark, measure, summarizeLatency } from '../scenario.js';
+
+const RATE = 2000;
+const WINDOW = 100;
+
+export function latency(qos: QoS): BrokerScenario {
+  return {
+    kind: 'broker',
+    id: `latency-qos${qos}`,
+    title: `latency @${RATE / 1000}k msg/s QoS ${qos}`,
+    strict: qos > 0,
+    async run(ctx) {
+      const { quick, payloadSize } = ctx.options;
+      const warmupMs = quick ? 300 : 500;
+      const durationMs = quick ? 2000 : 5000;
+      const warmCount = Math.round((RATE * warmupMs) / 1000);
+      const total = warmCount + Math.round((RATE * durationMs) / 1000);
+      const topic = `${ctx.topicRoot}/latency`;
+      const notes: string[] = [];
+
+      const sub = await ctx.connect('s', 0);
+      await sub.subscribe(topic, qos);
+      const pub = await ctx.connect('p', 0);
+      const template = new PublishTemplate(topic, qos, 0, payloadSize);
+      const tracker = new StreamTracker(total);
+      const samples = new Float64Array(total);
+      let sampled = 0;
+      let measured = 0;
+      let lastDeliveryAt = 0;
+
+      sub.onMessage = (payload) => {
+        const now = performance.now();
+        const seq = readSeq(payload);
+        tracker.record(seq);
+        lastDeliveryAt = now;
+        if (seq >= warmCount) {
+          measured++;
+          if (sampled < samples.length) samples[sampled++] = now - readSentAt(payload);
+        }
+      };
+
+      let warm: Mark | null = null;
+      let sent = 0;
+      let windowFull = 0;
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        // setInterval(1) fires about every 1.1 ms; each tick sends what is due by then.
+        const tick = setInterval(() => {
+          const due = Math.min(total, Math.floor(((performance.now() - t0) * RATE) / 1000));
+          while (sent < due) {
+            if (qos > 0 && pub.inflight >= WINDOW) {
+              windowFull++;
+              break;
+            }
+            if (sent === warmCount) warm = mark(ctx.broker);
+            pub.publish(template, sent++, performance.now());
+          }
+          if (sent >= total || pub.closed) {
+            clearInterval(tick);
+            resolve();
+          }
+        }, 1);
+      });
+      // Wait for the tail: all delivered (and acked), or 2 s with nothing arriving.
+      await new Promise<void>((resolve) => {
+        let last = -1;
+        let lastMoveAt = performance.now();
+        const check = setInterval(() => {
+          const now = performance.now();
+          if (tracker.unique + tracker.dup !== last) {
+            last = tracker.unique + tracker.dup;
+            lastMoveAt = now;
+          }
+          if ((tracker.unique >= sent && pub.inflight === 0) || now - lastMoveAt > 2000 || sub.closed) {
+            clearInterval(check);
+            resolve();
+          }
+        }, 10);
+      });
+      const end = mark(ctx.broker);
+      const start = warm ?? end;
+      const window = measure(start, end, measured, Math.max(start.at, Math.min(end.at, lastDeliveryAt)));
+      const lat = summarizeLatency(samples.subarray(0, sampled));
+
+      if (windowFull > 0) notes.push(`publisher ack window (${WINDOW}) full ${windowFull} times: rate fell behind`);
+      if (pub.inflight > 0) notes.push(`${pub.inflight} publishes never acknowledged`);
+      if (pub.protocolErrors + sub.protocolErrors > 0) notes.push('unexpected packets or packet ids');
+      await ctx.closeAll();
+      return {
+        unit: 'msg',
+        ...window,
+        lost: sent - tracker.unique,
+        dup: tracker.dup,
+        reordered: tracker.reordered,
+        latency: lat,
+        notes,
+        detail: lat
+          ? `p50 ${lat.p50.toFixed(3)} ms, p90 ${lat.p90.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms, max ${lat.max.toFixed(2)} ms over ${lat.samples} samples`
+          : 'no samples',
+      };
+    },
+  };
+}

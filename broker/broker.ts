@@ -1,0 +1,313 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { MemoryPersistence } from '../persistence/memory.js';
+import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '../persistence/types.js';
+import type { ClientInfo, Hooks } from '../plugins/types.js';
+import { Connection, type ConnectionInfo } from './connection.js';
+import { NEVER_EXPIRES } from './handlers/connect.js';
+import { createLogger } from './logger.js';
+import { createMessage, type Message } from './message.js';
+import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { RC } from './reason-codes.js';
+import { RetainedStore } from './retained.js';
+import { Router } from './router.js';
+import { Session } from './session.js';
+import { longTimeout } from './timers.js';
+import { listenTcp } from './transports/tcp.js';
+import type { Transport } from './transports/transport.js';
+import { WillScheduler } from './will.js';
+
+export interface BrokerEvents {
+  /** A client's CONNECT was accepted. */
+  client: [client: ClientInfo];
+  /** A connected client's connection ended. */
+  clientDisconnect: [client: ClientInfo, reason: string];
+  /** A message was accepted for routing (from a client, or from publish()). */
+  publish: [message: Message, clientId: string | null];
+  subscribe: [clientId: string, subscription: SubscriptionRecord];
+  /** A message was not delivered to a session (queue full, slow consumer, too large). */
+  drop: [clientId: string | null, message: Message, reason: string];
+}
+
+export interface PublishOptions {
+  topic: string;
+  payload: Buffer | string;
+  qos?: QoS;
+  retain?: boolean;
+  properties?: MessageProperties;
+  messageExpiryInterval?: number;
+}
+
+export interface BrokerStats {
+  connections: number;
+  sessions: number;
+  subscriptions: number;
+  retained: number;
+  messagesDropped: number;
+}
+
+/** The broker: sessions, routing and retained state over any number of transports. */
+export class Broker extends EventEmitter<BrokerEvents> {
+  readonly options: ResolvedOptions;
+  readonly log: Logger;
+  readonly persistence: Persistence;
+  readonly hooks: Hooks;
+  readonly sessions = new Map<string, Session>();
+  readonly connections = new Set<Connection>();
+  readonly router = new Router();
+  readonly retained: RetainedStore;
+  readonly wills: WillScheduler;
+  private transports: Transport[] = [];
+  private started: Promise<void> | null = null;
+  private stopping = false;
+  private droppedCount = 0;
+  private lastDropLog = 0;
+  private readonly expiryTimers = new Map<Session, { cancel(): void }>();
+
+  constructor(opts: BrokerOptions = {}) {
+    super();
+    this.options = resolveOptions(opts);
+    this.log = opts.logger ?? createLogger(this.options.logLevel);
+    this.persistence = opts.persistence ?? new MemoryPersistence();
+    this.hooks = opts.hooks ?? {};
+    this.retained = new RetainedStore(this.persistence);
+    this.wills = new WillScheduler(this);
+  }
+
+  /** Opens persistence and restores state once; listen() calls it. */
+  start(): Promise<void> {
+    this.started ??= this.restore();
+    return this.started;
+  }
+
+  /** Starts the configured listeners. */
+  async listen(): Promise<this> {
+    await this.start();
+    if (this.options.port !== null) {
+      const t = await listenTcp(this, this.options.port, this.options.host);
+      this.transports.push(t);
+      this.log.info({ transport: 'tcp', host: this.options.host ?? '::', port: t.port }, 'listening');
+    }
+    return this;
+  }
+
+  /** Adds a listener started elsewhere (WebSocket, TLS) so close() stops it too. */
+  addTransport(t: Transport): void {
+    this.transports.push(t);
+  }
+
+  /** The port a transport listens on (default: TCP). */
+  port(name = 'tcp'): number {
+    const t = this.transports.find((x) => x.name === name);
+    if (!t) throw new Error(`no ${name} listener`);
+    return t.port;
+  }
+
+  /** Serves MQTT over any Duplex stream: every transport, and tests, come through here. */
+  handle(stream: Duplex, info: ConnectionInfo = { transport: 'stream' }): Connection {
+    const conn = new Connection(this, stream, info);
+    this.connections.add(conn);
+    if (this.stopping) conn.close(undefined, 'broker shutting down', false);
+    return conn;
+  }
+
+  /** Publishes a message as the broker itself (embedding API). */
+  publish(p: PublishOptions): void {
+    const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload;
+    this.publishMessage(
+      createMessage(p.topic, payload, p.qos ?? 0, p.retain === true, p.properties, p.messageExpiryInterval),
+      null,
+    );
+  }
+
+  publishMessage(msg: Message, from: Session | null): void {
+    if (msg.retain) this.retained.set(msg);
+    this.router.route(msg, from);
+    this.emit('publish', msg, from?.clientId ?? null);
+  }
+
+  get stats(): BrokerStats {
+    return {
+      connections: this.connections.size,
+      sessions: this.sessions.size,
+      subscriptions: this.router.size,
+      retained: this.retained.size,
+      messagesDropped: this.droppedCount,
+    };
+  }
+
+  /**
+   * Binds a connection to its session: takes over a connected one [MQTT-3.1.4-3], discards it on
+   * Clean Start [MQTT-3.1.2-4], or resumes it [MQTT-3.2.2-2].
+   */
+  attachSession(
+    conn: Connection,
+    clientId: string,
+    version: 3 | 4 | 5,
+    expiry: number,
+    clean: boolean,
+  ): { session: Session; present: boolean } {
+    let session = this.sessions.get(clientId);
+    if (session?.conn) session.conn.close(RC.SESSION_TAKEN_OVER, 'session taken over');
+    this.wills.cancel(clientId);
+    session = this.sessions.get(clientId);
+    if (session && clean) {
+      this.endSession(session);
+      session = undefined;
+    }
+    const present = session !== undefined;
+    if (session) {
+      this.expiryTimers.get(session)?.cancel();
+      this.expiryTimers.delete(session);
+      session.protocolVersion = version;
+      if (session.persistent && expiry === 0) this.persistence.deleteSession(clientId);
+      session.expiryInterval = expiry;
+    } else {
+      session = new Session(this, clientId, version, expiry);
+      this.sessions.set(clientId, session);
+    }
+    if (session.persistent)
+      this.persistence.putSession({ clientId, protocolVersion: version, expiryInterval: expiry });
+    session.conn = conn;
+    conn.session = session;
+    return { session, present };
+  }
+
+  clientConnected(conn: Connection, sessionPresent: boolean): void {
+    const info = conn.clientInfo;
+    this.log.info(
+      {
+        clientId: info.clientId,
+        address: info.remoteAddress,
+        port: info.remotePort,
+        transport: info.transport,
+        protocolVersion: info.protocolVersion,
+        sessionPresent,
+      },
+      'client connected',
+    );
+    this.emit('client', info);
+  }
+
+  /** Called once when a connection ends, however it ends. */
+  connectionEnded(conn: Connection, why: string, fireWill: boolean): void {
+    this.connections.delete(conn);
+    const session = conn.session;
+    conn.session = null;
+    const owned = session !== null && session.conn === conn;
+    if (owned && conn.will && fireWill && !this.stopping) {
+      this.wills.connectionLost(conn.clientId, conn.will, session.expiryInterval);
+    }
+    conn.will = undefined;
+    if (owned) {
+      session.conn = null;
+      this.sessionDisconnected(session);
+    }
+    if (conn.clientId !== '' && conn.state !== 'new') {
+      this.log.info(
+        { clientId: conn.clientId, address: conn.info.remoteAddress, reason: why },
+        'client disconnected',
+      );
+      this.emit('clientDisconnect', conn.clientInfo, why);
+    }
+  }
+
+  private sessionDisconnected(session: Session): void {
+    if (session.expiryInterval === 0) return this.endSession(session);
+    this.persistence.putSession({
+      clientId: session.clientId,
+      protocolVersion: session.protocolVersion,
+      expiryInterval: session.expiryInterval,
+      disconnectedAt: Date.now(),
+    });
+    this.armExpiry(session, session.expiryInterval * 1000);
+  }
+
+  private armExpiry(session: Session, ms: number): void {
+    if (session.expiryInterval === NEVER_EXPIRES) return;
+    this.expiryTimers.get(session)?.cancel();
+    this.expiryTimers.set(
+      session,
+      longTimeout(() => this.endSession(session), ms),
+    );
+  }
+
+  /** The session is over: its subscriptions and stored state go, and a pending will is published. */
+  endSession(session: Session): void {
+    this.expiryTimers.get(session)?.cancel();
+    this.expiryTimers.delete(session);
+    for (const filter of session.subscriptions.keys()) this.router.remove(session, filter);
+    session.subscriptions.clear();
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    this.persistence.deleteSession(session.clientId);
+    this.wills.fire(session.clientId);
+  }
+
+  dropped(session: Session | null, msg: Message, reason: string): void {
+    this.droppedCount++;
+    const now = Date.now();
+    if (now - this.lastDropLog > 1000) {
+      this.lastDropLog = now;
+      this.log.warn(
+        { clientId: session?.clientId, topic: msg.topic, reason, dropped: this.droppedCount },
+        'message dropped',
+      );
+    }
+    this.emit('drop', session?.clientId ?? null, msg, reason);
+  }
+
+  /** Loads retained messages, sessions with their subscriptions, and delayed wills. */
+  private async restore(): Promise<void> {
+    const p = this.persistence;
+    await p.open();
+    for await (const msg of p.listRetained()) this.retained.load(msg);
+    const now = Date.now();
+    for await (const rec of p.listSessions()) {
+      const left =
+        rec.expiryInterval === NEVER_EXPIRES
+          ? 1
+          : rec.expiryInterval * 1000 - (now - (rec.disconnectedAt ?? now));
+      if (left <= 0) {
+        p.deleteSession(rec.clientId);
+        continue;
+      }
+      const session = new Session(this, rec.clientId, rec.protocolVersion, rec.expiryInterval);
+      session.loaded = false;
+      this.sessions.set(rec.clientId, session);
+      this.armExpiry(session, left);
+    }
+    for await (const { clientId, sub } of p.listSubscriptions()) {
+      const session = this.sessions.get(clientId);
+      if (!session) continue;
+      session.subscriptions.set(sub.filter, sub);
+      this.router.add(session, sub);
+    }
+    for await (const w of p.listWills()) this.wills.restore(w);
+    if (this.sessions.size > 0 || this.retained.size > 0) {
+      this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, 'state restored');
+    }
+  }
+
+  /** Stops listening, disconnects every client (5.0: reason 0x8B), and closes persistence. */
+  async close(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const stopped = Promise.all(this.transports.map((t) => t.close()));
+    this.transports = [];
+    for (const c of [...this.connections]) c.close(RC.SERVER_SHUTTING_DOWN, 'broker shutting down', false);
+    await stopped;
+    for (const t of this.expiryTimers.values()) t.cancel();
+    this.expiryTimers.clear();
+    this.wills.stop();
+    if (this.started) {
+      await this.started.catch(() => undefined);
+      await new Promise<void>((resolve) => this.persistence.whenDurable(() => resolve()));
+      await this.persistence.close();
+    }
+  }
+}
+
+export function createBroker(opts: BrokerOptions = {}): Broker {
+  return new Broker(opts);
+}

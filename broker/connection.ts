@@ -1,0 +1,311 @@
+import type { Duplex } from 'node:stream';
+import {
+  parser as createParser,
+  generate,
+  type IDisconnectPacket,
+  type Packet,
+  type Parser,
+} from 'mqtt-packet';
+import type { QoS } from '../persistence/types.js';
+import type { ClientInfo } from '../plugins/types.js';
+import type { Broker } from './broker.js';
+import { type EncodeCache, encodePublish } from './encode.js';
+import { dispatch } from './handlers/index.js';
+import type { Message } from './message.js';
+import { RC } from './reason-codes.js';
+import type { Session } from './session.js';
+
+/** What the transport knows about a connection; kept on it for logs and hooks. */
+export interface ConnectionInfo {
+  transport: string;
+  remoteAddress?: string;
+  remotePort?: number;
+  certificateSubject?: Record<string, string | string[]>;
+}
+
+/** A will as given in CONNECT, waiting for the connection to end. */
+export interface PendingWill {
+  message: Message;
+  /** Will Delay Interval, seconds. */
+  delay: number;
+  /** Message Expiry Interval, seconds, counted from publication. */
+  expiryInterval?: number;
+}
+
+type State = 'new' | 'connecting' | 'connected' | 'closing' | 'closed';
+
+const V5 = { protocolVersion: 5 };
+const V4 = { protocolVersion: 4 };
+
+function uncork(c: Connection): void {
+  c.corked = false;
+  c.stream.uncork();
+}
+
+/**
+ * One client connection over any Duplex stream: mqtt-packet parsing in, corked writes out,
+ * keep-alive, packet size limits and backpressure. Protocol handling lives in handlers/.
+ */
+export class Connection {
+  readonly parser: Parser;
+  state: State = 'new';
+  protocolVersion: 3 | 4 | 5 = 4;
+  clientId = '';
+  username: string | undefined;
+  session: Session | null = null;
+  will: PendingWill | undefined;
+  keepalive = 0;
+  /** Outbound QoS 1/2 window: ours, or the client's Receive Maximum if lower. */
+  outboundWindow: number;
+  /** The client's Maximum Packet Size (5.0). */
+  maxOutboundPacket = Number.POSITIVE_INFINITY;
+  /** Topic aliases we may use toward the client and those it has set toward us. */
+  outAliasMax = 0;
+  outAliases: Map<string, number> | undefined;
+  inAliases: Map<number, string> | undefined;
+  /** Inbound QoS 1/2 publishes not yet fully acknowledged, against our Receive Maximum. */
+  inboundUnacked = 0;
+  corked = false;
+  private backlog: Packet[] | null = null;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private paused = false;
+  readonly connectedAt = Date.now();
+
+  constructor(
+    readonly broker: Broker,
+    readonly stream: Duplex,
+    readonly info: ConnectionInfo,
+  ) {
+    this.outboundWindow = broker.options.maxInflight;
+    this.parser = createParser();
+    this.parser.on('packet', (p: Packet) => this.onPacket(p));
+    this.parser.on('error', (err: Error) => this.onParseError(err));
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('error', (err: Error) => {
+      broker.log.debug({ clientId: this.clientId, err: err.message }, 'socket error');
+      this.terminate('socket error');
+    });
+    stream.on('end', () => this.terminate('connection closed by client'));
+    stream.on('close', () => this.terminate('connection closed'));
+  }
+
+  get clientInfo(): ClientInfo {
+    return {
+      clientId: this.clientId,
+      username: this.username,
+      protocolVersion: this.protocolVersion,
+      transport: this.info.transport,
+      remoteAddress: this.info.remoteAddress,
+      remotePort: this.info.remotePort,
+      certificateSubject: this.info.certificateSubject,
+    };
+  }
+
+  get closing(): boolean {
+    return this.state === 'closing' || this.state === 'closed';
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    this.keepaliveTimer?.refresh();
+    try {
+      this.parser.parse(chunk);
+    } catch (err) {
+      this.onParseError(err as Error);
+      return;
+    }
+    // Reject a packet still arriving as soon as its declared length is over our maximum.
+    const len = (this.parser as unknown as { packet: { length: number } }).packet.length;
+    if (len > 0 && !this.closing && packetSize(len) > this.broker.options.maxPacketSize) this.tooLarge();
+  }
+
+  private onPacket(packet: Packet): void {
+    if (this.closing) return;
+    if (packet.length !== undefined && packetSize(packet.length) > this.broker.options.maxPacketSize) {
+      this.tooLarge();
+      return;
+    }
+    if (this.backlog) {
+      this.backlog.push(packet);
+      return;
+    }
+    if (this.broker.log.isLevelEnabled('debug')) {
+      this.broker.log.debug({ clientId: this.clientId, cmd: packet.cmd, id: packet.messageId }, 'packet in');
+    }
+    if (this.state === 'new') {
+      if (packet.cmd !== 'connect') {
+        // The first packet must be CONNECT [MQTT-3.1.0-1].
+        this.terminate('first packet was not CONNECT');
+        return;
+      }
+      this.state = 'connecting';
+    }
+    dispatch(this, packet);
+  }
+
+  /** Holds incoming packets while an asynchronous step (CONNECT) completes. */
+  hold(): void {
+    this.backlog ??= [];
+  }
+
+  release(): void {
+    const backlog = this.backlog;
+    this.backlog = null;
+    if (backlog) for (const p of backlog) this.onPacket(p);
+  }
+
+  private onParseError(err: Error): void {
+    if (this.closing) return;
+    this.broker.log.debug({ clientId: this.clientId, err: err.message }, 'malformed packet');
+    if (this.state === 'new' && err.message === 'Invalid protocol version') {
+      // Unsupported protocol level: refuse with the answer the client can read [MQTT-3.1.2-2].
+      const level =
+        (this.parser as unknown as { packet: { protocolVersion?: number } }).packet.protocolVersion ?? 0;
+      if (level > 5)
+        this.send({ cmd: 'connack', reasonCode: RC.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false }, 5);
+      else this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
+      this.close(undefined, 'unsupported protocol version');
+      return;
+    }
+    this.close(RC.MALFORMED_PACKET, `malformed packet: ${err.message}`);
+  }
+
+  private tooLarge(): void {
+    this.close(RC.PACKET_TOO_LARGE, 'packet too large');
+  }
+
+  startKeepalive(seconds: number): void {
+    this.keepalive = seconds;
+    if (seconds === 0) return;
+    // A client silent for 1.5 times its keep-alive is disconnected [MQTT-3.1.2-22].
+    this.keepaliveTimer = setTimeout(
+      () => this.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout'),
+      seconds * 1500,
+    );
+    this.keepaliveTimer.unref();
+  }
+
+  /** Sends any non-PUBLISH packet, encoded for this connection's protocol version. */
+  send(packet: Packet, version: number = this.protocolVersion): void {
+    if (this.state === 'closed') return;
+    const buf = generate(packet, version === 5 ? V5 : V4);
+    if (version === 5 && buf.length > this.maxOutboundPacket && 'properties' in packet && packet.properties) {
+      // Reason strings and user properties are dropped rather than exceed the client's maximum [MQTT-3.1.2-25].
+      const { properties: _p, ...bare } = packet;
+      this.write(generate(bare as Packet, V5));
+      return;
+    }
+    this.write(buf);
+  }
+
+  /** Sends a PUBLISH; returns false when it was not sent (too large for the client, or QoS 0 to a congested client). */
+  sendPublish(
+    msg: Message,
+    qos: QoS,
+    retain: boolean,
+    dup: boolean,
+    packetId: number,
+    subIds: number[] | undefined,
+    cache?: EncodeCache,
+  ): boolean {
+    if (this.state === 'closed') return false;
+    if (qos === 0 && this.stream.writableLength > this.broker.options.maxWriteBuffer) {
+      this.broker.dropped(this.session, msg, 'slow consumer');
+      return false;
+    }
+    let topicAlias: number | undefined;
+    let aliasOnly = false;
+    if (this.outAliasMax > 0) {
+      this.outAliases ??= new Map();
+      const known = this.outAliases.get(msg.topic);
+      if (known !== undefined) {
+        topicAlias = known;
+        aliasOnly = true;
+      } else if (this.outAliases.size < this.outAliasMax) {
+        topicAlias = this.outAliases.size + 1;
+        this.outAliases.set(msg.topic, topicAlias);
+      }
+    }
+    const buf = encodePublish(
+      msg,
+      {
+        version: this.protocolVersion,
+        qos,
+        retain,
+        dup,
+        packetId,
+        subscriptionIds: subIds,
+        topicAlias,
+        aliasOnly,
+      },
+      cache,
+    );
+    if (buf.length > this.maxOutboundPacket) {
+      // Never send a packet above the client's Maximum Packet Size; it is discarded [MQTT-3.1.2-24].
+      if (topicAlias !== undefined && !aliasOnly) this.outAliases!.delete(msg.topic);
+      this.broker.dropped(this.session, msg, 'larger than client maximum packet size');
+      return false;
+    }
+    this.write(buf);
+    return true;
+  }
+
+  sendPubrel(packetId: number): void {
+    this.send({ cmd: 'pubrel', messageId: packetId });
+  }
+
+  write(buf: Buffer): void {
+    const stream = this.stream;
+    if (!this.corked) {
+      this.corked = true;
+      stream.cork();
+      process.nextTick(uncork, this);
+    }
+    stream.write(buf);
+    // Stop reading from a client that does not read what we send: its buffer stays bounded.
+    if (!this.paused && stream.writableLength > this.broker.options.maxWriteBuffer * 2) {
+      this.paused = true;
+      stream.pause();
+      stream.once('drain', () => {
+        this.paused = false;
+        if (!this.closing) stream.resume();
+      });
+    }
+  }
+
+  /**
+   * Closes the connection: a 5.0 client is told why with DISCONNECT [MQTT-4.13.2-1]. Unless the
+   * client asked for a normal disconnect, its will is published.
+   */
+  close(reasonCode: number | undefined, why: string, fireWill = true): void {
+    if (this.closing) return;
+    if (reasonCode !== undefined && this.protocolVersion === 5 && this.state === 'connected') {
+      const d: IDisconnectPacket = { cmd: 'disconnect', reasonCode };
+      this.send(d);
+    }
+    this.state = 'closing';
+    this.stream.end();
+    // Destroy a peer that does not close its side; the unref'd timer never holds the process.
+    setTimeout(() => this.stream.destroy(), 2000).unref();
+    this.finish(why, fireWill);
+  }
+
+  /** The transport ended: clean up without writing anything. */
+  private terminate(why: string): void {
+    if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
+    this.state = 'closed';
+    if (!this.stream.destroyed) this.stream.destroy();
+  }
+
+  private finish(why: string, fireWill: boolean): void {
+    if (this.state !== 'closed' && this.state !== 'closing') this.state = 'closing';
+    clearTimeout(this.keepaliveTimer);
+    this.backlog = null;
+    this.broker.connectionEnded(this, why, fireWill);
+  }
+}
+
+/** Total bytes of a packet with this Remaining Length: fixed header byte, length bytes, body. */
+function packetSize(remaining: number): number {
+  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining;
+}

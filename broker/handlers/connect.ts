@@ -1,0 +1,149 @@
+import { randomBytes } from 'node:crypto';
+import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
+import type { Connection } from '../connection.js';
+import { createMessage } from '../message.js';
+import { CONNACK_V4, RC } from '../reason-codes.js';
+import { validTopic } from '../topic-tree.js';
+
+type ConnackProps = NonNullable<IConnackPacket['properties']>;
+
+/** Session Expiry Interval meaning "never" (5.0), and what a 3.1.1 clean-session-0 session gets. */
+export const NEVER_EXPIRES = 0xffffffff;
+
+/**
+ * CONNECT: checks the protocol, the client id and credentials, takes over or starts the session,
+ * answers CONNACK and resends what the resumed session still owes.
+ */
+export async function handleConnect(conn: Connection, packet: IConnectPacket): Promise<void> {
+  const broker = conn.broker;
+  const opts = broker.options;
+  const version = packet.protocolVersion ?? 4;
+  conn.protocolVersion = version;
+  conn.hold();
+
+  const refuse = (v4Code: number, v5Code: number, why: string) => {
+    if (version === 5) conn.send({ cmd: 'connack', reasonCode: v5Code, sessionPresent: false });
+    else conn.send({ cmd: 'connack', returnCode: v4Code, sessionPresent: false });
+    // A refused CONNECT is followed by closing the connection [MQTT-3.2.2-5].
+    conn.close(undefined, why, false);
+  };
+
+  // Level 3 goes with "MQIsdp", 4 and 5 with "MQTT" [MQTT-3.1.2-1] [MQTT-3.1.2-2].
+  if ((packet.protocolId === 'MQIsdp') !== (version === 3)) {
+    return refuse(
+      CONNACK_V4.UNACCEPTABLE_PROTOCOL_VERSION,
+      RC.UNSUPPORTED_PROTOCOL_VERSION,
+      'protocol name/level mismatch',
+    );
+  }
+
+  const props = packet.properties;
+  const clean = packet.clean !== false;
+  let clientId = packet.clientId ?? '';
+  let assigned: string | undefined;
+  if (clientId === '') {
+    // An empty id needs a clean session in 3.1.1 [MQTT-3.1.3-8]; 5.0 gets one assigned [MQTT-3.2.2-16].
+    if (version === 3 || (version === 4 && !clean)) {
+      return refuse(CONNACK_V4.IDENTIFIER_REJECTED, RC.CLIENT_IDENTIFIER_NOT_VALID, 'empty client id');
+    }
+    clientId = `heron-${randomBytes(8).toString('hex')}`;
+    if (version === 5) assigned = clientId;
+  }
+  if (clientId.includes('\uFFFD') || clientId.includes('\u0000')) {
+    return refuse(CONNACK_V4.IDENTIFIER_REJECTED, RC.CLIENT_IDENTIFIER_NOT_VALID, 'invalid client id');
+  }
+  if (version === 5 && (props?.receiveMaximum === 0 || props?.maximumPacketSize === 0)) {
+    // Zero is not a valid Receive Maximum or Maximum Packet Size.
+    return conn.close(RC.PROTOCOL_ERROR, 'zero receive maximum or maximum packet size');
+  }
+
+  // Keep-alive: bounded by --max-keepalive; 5.0 is told the value, 3.1.1 asking for more is refused.
+  let keepalive = packet.keepalive ?? 0;
+  let serverKeepAlive: number | undefined;
+  if (opts.maxKeepalive > 0 && (keepalive === 0 || keepalive > opts.maxKeepalive)) {
+    if (version !== 5) {
+      return refuse(CONNACK_V4.IDENTIFIER_REJECTED, RC.UNSPECIFIED_ERROR, 'keep-alive above maximum');
+    }
+    keepalive = opts.maxKeepalive;
+    serverKeepAlive = keepalive;
+  }
+
+  // The will's topic must be a valid topic name.
+  const w = packet.will;
+  if (w && (!validTopic(w.topic) || w.topic.includes('\uFFFD'))) {
+    return version === 5
+      ? refuse(0, RC.TOPIC_NAME_INVALID, 'invalid will topic')
+      : conn.close(undefined, 'invalid will topic', false);
+  }
+
+  conn.clientId = clientId;
+  conn.username = packet.username;
+  if (broker.hooks.authenticate) {
+    const ok = await broker.hooks.authenticate(conn.clientInfo, packet.username, packet.password);
+    if (conn.closing) return;
+    if (!ok)
+      return refuse(
+        CONNACK_V4.BAD_USERNAME_OR_PASSWORD,
+        RC.BAD_USERNAME_OR_PASSWORD,
+        'authentication failed',
+      );
+  }
+
+  if (version === 5) {
+    conn.outboundWindow = Math.min(opts.maxInflight, props?.receiveMaximum ?? 65535);
+    if (props?.maximumPacketSize) conn.maxOutboundPacket = props.maximumPacketSize;
+    conn.outAliasMax = Math.min(opts.outboundTopicAliases, props?.topicAliasMaximum ?? 0);
+  }
+  if (w) {
+    const wp = w.properties;
+    const payload = typeof w.payload === 'string' ? Buffer.from(w.payload) : Buffer.from(w.payload);
+    const message = createMessage(
+      w.topic,
+      payload,
+      w.qos ?? 0,
+      w.retain === true,
+      version === 5 && wp
+        ? {
+            ...(wp.payloadFormatIndicator !== undefined && {
+              payloadFormatIndicator: wp.payloadFormatIndicator,
+            }),
+            ...(wp.contentType !== undefined && { contentType: wp.contentType }),
+            ...(wp.responseTopic !== undefined && { responseTopic: wp.responseTopic }),
+            ...(wp.correlationData !== undefined && { correlationData: wp.correlationData }),
+            ...(wp.userProperties !== undefined && { userProperties: wp.userProperties }),
+          }
+        : undefined,
+    );
+    if (message.properties && Object.keys(message.properties).length === 0) delete message.properties;
+    conn.will = { message, delay: version === 5 ? (wp?.willDelayInterval ?? 0) : 0 };
+    if (version === 5 && wp?.messageExpiryInterval !== undefined)
+      conn.will.expiryInterval = wp.messageExpiryInterval;
+  }
+
+  const expiry = version === 5 ? (props?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES;
+  const { session, present } = broker.attachSession(conn, clientId, version, expiry, clean);
+
+  const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
+  if (version === 5) {
+    connack.reasonCode = RC.SUCCESS;
+    const p: ConnackProps = {
+      receiveMaximum: opts.receiveMaximum,
+      maximumPacketSize: opts.maxPacketSize,
+      topicAliasMaximum: opts.topicAliasMaximum,
+      retainAvailable: true,
+      wildcardSubscriptionAvailable: true,
+      subscriptionIdentifiersAvailable: true,
+      sharedSubscriptionAvailable: true,
+    };
+    if (assigned) p.assignedClientIdentifier = assigned;
+    if (serverKeepAlive !== undefined) p.serverKeepAlive = serverKeepAlive;
+    connack.properties = p;
+  } else connack.returnCode = CONNACK_V4.ACCEPTED;
+
+  conn.state = 'connected';
+  conn.send(connack);
+  conn.startKeepalive(keepalive);
+  broker.clientConnected(conn, present);
+  if (present) await session.resume();
+  if (!conn.closing) conn.release();
+}

@@ -1,0 +1,18 @@
+import type { IPubrecPacket } from 'mqtt-packet';
+import type { Connection } from '../connection.js';
+import { RC } from '../reason-codes.js';
+
+/** PUBREC for an outbound QoS 2 message is answered with PUBREL [MQTT-4.3.3-4]. */
+export function handlePubrec(conn: Connection, packet: IPubrecPacket): void {
+  const id = packet.messageId!;
+  const outcome = conn.session?.onPubrec(id, packet.reasonCode ?? 0) ?? 'unknown';
+  if (outcome === 'pubrel') conn.sendPubrel(id);
+  else if (outcome === 'unknown') {
+    // Still answered so the client's state machine can finish; 5.0 says the id was not found.
+    conn.send(
+      conn.protocolVersion === 5
+        ? { cmd: 'pubrel', messageId: id, reasonCode: RC.PACKET_ID_NOT_FOUND }
+        : { cmd: 'pubrel', messageId: id },
+    );
+  }
+}

@@ -1,0 +1,24 @@
+import type { IPubrelPacket } from 'mqtt-packet';
+import type { Connection } from '../connection.js';
+import { RC } from '../reason-codes.js';
+
+/**
+ * PUBREL releases an inbound QoS 2 packet id: it is forgotten and PUBCOMP sent [MQTT-4.3.3-11].
+ * The message itself was routed when first received, so nothing is delivered here.
+ */
+export function handlePubrel(conn: Connection, packet: IPubrelPacket): void {
+  const session = conn.session!;
+  const id = packet.messageId!;
+  const known = session.incoming.delete(id);
+  if (known) {
+    if (session.persistent) conn.broker.persistence.deleteIncoming(session.clientId, id);
+    if (conn.inboundUnacked > 0) conn.inboundUnacked--;
+  }
+  const reply =
+    conn.protocolVersion === 5 && !known
+      ? { cmd: 'pubcomp' as const, messageId: id, reasonCode: RC.PACKET_ID_NOT_FOUND }
+      : { cmd: 'pubcomp' as const, messageId: id };
+  // PUBCOMP follows the store of the release, so a crash cannot make the id reappear after it.
+  if (known && session.persistent) conn.broker.persistence.whenDurable(() => conn.send(reply));
+  else conn.send(reply);
+}

@@ -1,0 +1,72 @@
+import type { ISubscribePacket } from 'mqtt-packet';
+import type { QoS, SubscriptionRecord } from '../../persistence/types.js';
+import type { Connection } from '../connection.js';
+import { RC } from '../reason-codes.js';
+import { parseShared } from '../router.js';
+import { validFilter } from '../topic-tree.js';
+
+/**
+ * SUBSCRIBE: each filter is validated and granted (or refused) on its own; a subscription to an
+ * existing filter replaces it [MQTT-3.8.4-3]; SUBACK answers with one code per filter in order
+ * [MQTT-3.8.4-6]; matching retained messages follow it.
+ */
+export function handleSubscribe(conn: Connection, packet: ISubscribePacket): void {
+  const broker = conn.broker;
+  const session = conn.session!;
+  const v5 = conn.protocolVersion === 5;
+  const subscriptionId = packet.properties?.subscriptionIdentifier;
+  if (subscriptionId === 0) return conn.close(RC.PROTOCOL_ERROR, 'subscription identifier 0');
+  const codes: number[] = [];
+  const retainedFor: { rec: SubscriptionRecord; isNew: boolean }[] = [];
+
+  for (const s of packet.subscriptions) {
+    const shared = parseShared(s.topic);
+    const filter = shared ? shared.filter : s.topic;
+    // A share name is non-empty and free of wildcards and `/` [MQTT-4.8.2-1] [MQTT-4.8.2-2].
+    const shareOk = !shared || (shared.group.length > 0 && !/[+#/]/.test(shared.group));
+    if (!validFilter(filter) || !shareOk || s.topic.includes('\uFFFD')) {
+      codes.push(v5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+      continue;
+    }
+    // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
+    if (shared && v5 && s.nl) return conn.close(RC.PROTOCOL_ERROR, 'No Local on a shared subscription');
+    if (broker.hooks.authorizeSubscribe && !broker.hooks.authorizeSubscribe(conn.clientInfo, s.topic)) {
+      codes.push(v5 ? RC.NOT_AUTHORIZED : 0x80);
+      continue;
+    }
+    const isNew = !session.subscriptions.has(s.topic);
+    if (isNew && session.subscriptions.size >= broker.options.maxSubscriptionsPerClient) {
+      codes.push(v5 ? RC.QUOTA_EXCEEDED : 0x80);
+      continue;
+    }
+    const qos = Math.min(s.qos, 2) as QoS;
+    const rec: SubscriptionRecord = { filter: s.topic, qos };
+    if (v5) {
+      if (s.nl) rec.noLocal = true;
+      if (s.rap) rec.retainAsPublished = true;
+      if (s.rh) rec.retainHandling = s.rh as 1 | 2;
+      if (subscriptionId !== undefined) rec.subscriptionId = subscriptionId;
+    }
+    session.subscriptions.set(s.topic, rec);
+    broker.router.add(session, rec);
+    if (session.persistent) broker.persistence.putSubscription(session.clientId, rec);
+    codes.push(qos);
+    // Retained messages are not sent for a shared subscription.
+    if (!shared) retainedFor.push({ rec, isNew });
+    broker.emit('subscribe', conn.clientId, rec);
+  }
+
+  broker.persistence.whenDurable(() => {
+    conn.send({ cmd: 'suback', messageId: packet.messageId, granted: codes });
+    for (const { rec, isNew } of retainedFor) {
+      // Retain Handling: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+      const rh = rec.retainHandling ?? 0;
+      if (rh === 2 || (rh === 1 && !isNew)) continue;
+      const ids = rec.subscriptionId === undefined ? undefined : [rec.subscriptionId];
+      for (const msg of broker.retained.match(rec.filter)) {
+        // Sent because of a new subscription: RETAIN stays set [MQTT-3.3.1-8].
+        session.deliver(msg, Math.min(msg.qos, rec.qos), true, ids);
+      }
+    }
+  });
+}

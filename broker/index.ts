@@ -1,0 +1,14 @@
+export { MemoryPersistence } from '../persistence/memory.js';
+export type {
+  OutgoingRecord,
+  Persistence,
+  SessionRecord,
+  StoredMessage,
+  SubscriptionRecord,
+} from '../persistence/types.js';
+export type { ClientInfo, Hooks } from '../plugins/types.js';
+export { Broker, type BrokerEvents, type BrokerStats, createBroker, type PublishOptions } from './broker.js';
+export type { ConnectionInfo } from './connection.js';
+export type { Message } from './message.js';
+export type { BrokerOptions } from './options.js';
+export { RC } from './reason-codes.js';

@@ -1,0 +1,74 @@
+import type { Logger } from 'pino';
+import type { Persistence } from '../persistence/types.js';
+import type { Hooks } from '../plugins/types.js';
+
+export interface BrokerOptions {
+  /** TCP port; 0 picks a free one; null disables the TCP listener. Default 1883. */
+  port?: number | null;
+  host?: string;
+  /** State backend; defaults to in-memory. */
+  persistence?: Persistence;
+  logger?: Logger;
+  logLevel?: string;
+  hooks?: Hooks;
+  /** Outbound QoS 1/2 messages in flight per client (5.0 clients may ask for fewer). */
+  maxInflight?: number;
+  /** Messages waiting per client beyond the inflight window. */
+  maxQueued?: number;
+  /** Inbound QoS 1/2 publishes a client may have unacknowledged (our Receive Maximum). */
+  receiveMaximum?: number;
+  /** Largest packet accepted, in bytes (our Maximum Packet Size). */
+  maxPacketSize?: number;
+  /** Topic aliases a 5.0 client may set toward us (our Topic Alias Maximum). */
+  topicAliasMaximum?: number;
+  /** Topic aliases we use toward a 5.0 client, capped by what it allows. */
+  outboundTopicAliases?: number;
+  /** Upper bound on the keep-alive a client may ask for, in seconds; 0 = no bound. */
+  maxKeepalive?: number;
+  /** Subscriptions one client may hold. */
+  maxSubscriptionsPerClient?: number;
+  /** Bytes buffered toward a client beyond which QoS 0 messages to it are dropped. */
+  maxWriteBuffer?: number;
+}
+
+export type ResolvedOptions = Required<
+  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'port' | 'host'>
+> & {
+  port: number | null;
+  host: string | undefined;
+};
+
+export const DEFAULTS = {
+  port: 1883,
+  logLevel: 'info',
+  maxInflight: 100,
+  maxQueued: 1000,
+  receiveMaximum: 65535,
+  maxPacketSize: 1024 * 1024,
+  topicAliasMaximum: 64,
+  outboundTopicAliases: 64,
+  maxKeepalive: 0,
+  maxSubscriptionsPerClient: 10000,
+  maxWriteBuffer: 4 * 1024 * 1024,
+} as const;
+
+export function resolveOptions(o: BrokerOptions): ResolvedOptions {
+  return {
+    port: o.port === undefined ? DEFAULTS.port : o.port,
+    host: o.host,
+    logLevel: o.logLevel ?? DEFAULTS.logLevel,
+    maxInflight: clamp(o.maxInflight ?? DEFAULTS.maxInflight, 1, 65535),
+    maxQueued: Math.max(0, o.maxQueued ?? DEFAULTS.maxQueued),
+    receiveMaximum: clamp(o.receiveMaximum ?? DEFAULTS.receiveMaximum, 1, 65535),
+    maxPacketSize: clamp(o.maxPacketSize ?? DEFAULTS.maxPacketSize, 64, 268435460),
+    topicAliasMaximum: clamp(o.topicAliasMaximum ?? DEFAULTS.topicAliasMaximum, 0, 65535),
+    outboundTopicAliases: clamp(o.outboundTopicAliases ?? DEFAULTS.outboundTopicAliases, 0, 65535),
+    maxKeepalive: clamp(o.maxKeepalive ?? DEFAULTS.maxKeepalive, 0, 65535),
+    maxSubscriptionsPerClient: Math.max(1, o.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient),
+    maxWriteBuffer: Math.max(1024, o.maxWriteBuffer ?? DEFAULTS.maxWriteBuffer),
+  };
+}
+
+function clamp(n: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, Math.floor(n)));
+}

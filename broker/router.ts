@@ -1,0 +1,170 @@
+import type { QoS, SubscriptionRecord } from '../persistence/types.js';
+import type { EncodeCache } from './encode.js';
+import type { Message } from './message.js';
+import type { Session } from './session.js';
+import { TopicTree } from './topic-tree.js';
+
+/** One session's subscription as stored in the topic tree. */
+export interface Subscription {
+  readonly kind: 'direct';
+  readonly session: Session;
+  readonly qos: QoS;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly subscriptionId: number | undefined;
+}
+
+/** The members of `$share/<name>/<filter>`: each matching message goes to one of them. */
+export interface ShareGroup {
+  readonly kind: 'shared';
+  readonly name: string;
+  readonly filter: string;
+  readonly members: SharedMember[];
+  next: number;
+}
+
+export interface SharedMember {
+  readonly session: Session;
+  readonly qos: QoS;
+  readonly subscriptionId: number | undefined;
+}
+
+type Entry = Subscription | ShareGroup;
+
+/** Parses `$share/<group>/<filter>`; `$queue/<filter>` is the group `$queue`. */
+export function parseShared(filter: string): { group: string; filter: string } | null {
+  if (filter.startsWith('$share/')) {
+    const slash = filter.indexOf('/', 7);
+    if (slash < 0) return { group: filter.slice(7), filter: '' };
+    return { group: filter.slice(7, slash), filter: filter.slice(slash + 1) };
+  }
+  if (filter.startsWith('$queue/')) return { group: '$queue', filter: filter.slice(7) };
+  return null;
+}
+
+/**
+ * Matches a published topic once against every subscription and hands each target session one
+ * copy: the highest granted QoS and every matching subscription identifier [MQTT-3.3.4-2]
+ * [MQTT-3.3.4-4]. A shared group hands the message to one member.
+ */
+export class Router {
+  private readonly tree = new TopicTree<Entry>();
+  private readonly groups = new Map<string, ShareGroup>();
+  private stamp = 0;
+
+  get size(): number {
+    return this.tree.size;
+  }
+
+  add(session: Session, sub: SubscriptionRecord): void {
+    const shared = parseShared(sub.filter);
+    if (shared) {
+      const key = `${shared.group}\u0000${shared.filter}`;
+      let group = this.groups.get(key);
+      if (!group) {
+        group = { kind: 'shared', name: shared.group, filter: shared.filter, members: [], next: 0 };
+        this.groups.set(key, group);
+        this.tree.add(shared.filter, group);
+      }
+      const i = group.members.findIndex((m) => m.session === session);
+      const member: SharedMember = { session, qos: sub.qos, subscriptionId: sub.subscriptionId };
+      if (i >= 0) group.members[i] = member;
+      else group.members.push(member);
+      return;
+    }
+    this.removeDirect(session, sub.filter);
+    this.tree.add(sub.filter, {
+      kind: 'direct',
+      session,
+      qos: sub.qos,
+      noLocal: sub.noLocal === true,
+      retainAsPublished: sub.retainAsPublished === true,
+      subscriptionId: sub.subscriptionId,
+    });
+  }
+
+  remove(session: Session, filter: string): void {
+    const shared = parseShared(filter);
+    if (!shared) {
+      this.removeDirect(session, filter);
+      return;
+    }
+    const key = `${shared.group}\u0000${shared.filter}`;
+    const group = this.groups.get(key);
+    if (!group) return;
+    const i = group.members.findIndex((m) => m.session === session);
+    if (i >= 0) group.members.splice(i, 1);
+    if (group.members.length === 0) {
+      this.groups.delete(key);
+      this.tree.remove(shared.filter, group);
+    }
+  }
+
+  private removeDirect(session: Session, filter: string): void {
+    for (const e of this.tree.get(filter)) {
+      if (e.kind === 'direct' && e.session === session) {
+        this.tree.remove(filter, e);
+        return;
+      }
+    }
+  }
+
+  /** Routes a message to every matching subscription; returns how many sessions it reached. */
+  route(msg: Message, from: Session | null): number {
+    const stamp = ++this.stamp;
+    const targets: Session[] = [];
+    let groups: ShareGroup[] | undefined;
+    this.tree.match(msg.topic, (e) => {
+      if (e.kind === 'shared') {
+        if (groups) groups.push(e);
+        else groups = [e];
+        return;
+      }
+      const s = e.session;
+      // No Local: not back to the publishing session [MQTT-3.8.3-3].
+      if (e.noLocal && s === from) return;
+      if (s.stamp !== stamp) {
+        s.stamp = stamp;
+        s.matchQos = e.qos;
+        s.matchRetain = e.retainAsPublished;
+        s.matchSubIds = e.subscriptionId === undefined ? undefined : [e.subscriptionId];
+        targets.push(s);
+      } else {
+        if (e.qos > s.matchQos) s.matchQos = e.qos;
+        if (e.retainAsPublished) s.matchRetain = true;
+        if (e.subscriptionId !== undefined) {
+          if (s.matchSubIds) s.matchSubIds.push(e.subscriptionId);
+          else s.matchSubIds = [e.subscriptionId];
+        }
+      }
+    });
+    const cache: EncodeCache = [];
+    const qos = msg.qos;
+    // Forwarded messages carry RETAIN 0 unless Retain As Published [MQTT-3.3.1-9] [MQTT-3.3.1-12].
+    for (const s of targets) {
+      s.deliver(msg, Math.min(s.matchQos, qos) as QoS, s.matchRetain && msg.retain, s.matchSubIds, cache);
+    }
+    if (groups) for (const g of groups) this.deliverShared(g, msg, cache);
+    return targets.length + (groups?.length ?? 0);
+  }
+
+  /** Round-robin among members, skipping those whose window is full when another has room. */
+  private deliverShared(g: ShareGroup, msg: Message, cache: EncodeCache): void {
+    const n = g.members.length;
+    let chosen: SharedMember | undefined;
+    for (let i = 0; i < n; i++) {
+      const m = g.members[(g.next + i) % n];
+      if (m.session.conn && m.session.hasRoom()) {
+        chosen = m;
+        g.next = (g.next + i + 1) % n;
+        break;
+      }
+    }
+    if (!chosen) {
+      chosen = g.members[g.next % n];
+      g.next = (g.next + 1) % n;
+    }
+    const ids = chosen.subscriptionId === undefined ? undefined : [chosen.subscriptionId];
+    chosen.session.deliver(msg, Math.min(chosen.qos, msg.qos) as QoS, false, ids, cache);
+  }
+}

@@ -1,0 +1,213 @@
+import type { OutgoingRecord, QoS, SubscriptionRecord } from '../persistence/types.js';
+import type { Broker } from './broker.js';
+import type { Connection } from './connection.js';
+import type { EncodeCache } from './encode.js';
+import { isExpired, type Message, nextSeq } from './message.js';
+
+/**
+ * The state of one client identifier that outlives a connection: subscriptions, the outbound
+ * inflight window and the ordered queue behind it, inbound QoS 2 packet ids, and expiry.
+ */
+export class Session {
+  conn: Connection | null = null;
+  readonly subscriptions = new Map<string, SubscriptionRecord>();
+  /** Sent and unacknowledged, by packet id, in send order. */
+  readonly inflight = new Map<number, OutgoingRecord>();
+  /** Waiting for room in the inflight window, in order. */
+  private queue: OutgoingRecord[] = [];
+  private queueHead = 0;
+  /** Inbound QoS 2 packet ids awaiting PUBREL. */
+  readonly incoming = new Set<number>();
+  /** False for a session restored from persistence whose messages are still only on disk. */
+  loaded = true;
+  private loading: Promise<void> | null = null;
+  private nextPacketId = 1;
+  expiryTimer: NodeJS.Timeout | undefined;
+  /** Messages written to persistence while not loaded, to bound the offline queue. */
+  private storedWhileUnloaded = 0;
+
+  // Scratch fields used by the router while it collects one publish's targets.
+  stamp = 0;
+  matchQos: QoS = 0;
+  matchRetain = false;
+  matchSubIds: number[] | undefined;
+
+  constructor(
+    readonly broker: Broker,
+    readonly clientId: string,
+    public protocolVersion: 3 | 4 | 5,
+    public expiryInterval: number,
+  ) {}
+
+  /** A session with a non-zero expiry outlives its connection and is written to persistence. */
+  get persistent(): boolean {
+    return this.expiryInterval > 0;
+  }
+
+  get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /** Whether a message delivered now would be sent at once rather than queued. */
+  hasRoom(): boolean {
+    return this.queued === 0 && this.inflight.size < this.window;
+  }
+
+  private get window(): number {
+    return this.conn ? this.conn.outboundWindow : this.broker.options.maxInflight;
+  }
+
+  /** Delivers a routed message at the given QoS: sends it now, queues it, or stores it for later. */
+  deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, cache?: EncodeCache): void {
+    const conn = this.conn;
+    if (qos === 0) {
+      // QoS 0 is at most once: sent only to a connected client that is keeping up.
+      if (conn && this.loading === null) conn.sendPublish(msg, 0, retain, false, 0, subIds, cache);
+      return;
+    }
+    const rec: OutgoingRecord = { seq: nextSeq(), state: 'queued', qos, retain, message: msg };
+    if (subIds) rec.subscriptionIds = subIds;
+    if (!this.loaded && this.loading === null) {
+      // Offline and never loaded: the message lives only in persistence until the client returns.
+      if (this.storedWhileUnloaded >= this.broker.options.maxQueued)
+        return this.broker.dropped(this, msg, 'queue');
+      this.storedWhileUnloaded++;
+      this.broker.persistence.putOutgoing(this.clientId, rec);
+      return;
+    }
+    if (conn && this.loading === null && this.queued === 0 && this.inflight.size < this.window) {
+      this.send(rec, cache);
+      return;
+    }
+    if (this.queued >= this.broker.options.maxQueued) return this.broker.dropped(this, msg, 'queue');
+    if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, rec);
+    this.queue.push(rec);
+  }
+
+  private send(rec: OutgoingRecord, cache?: EncodeCache): void {
+    const conn = this.conn!;
+    if (isExpired(rec.message, Date.now())) {
+      // Expired while waiting: dropped, never sent [MQTT-3.3.2-5].
+      if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+      return;
+    }
+    const packetId = this.allocPacketId();
+    const sent: OutgoingRecord = { ...rec, state: 'inflight', packetId };
+    this.inflight.set(packetId, sent);
+    if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, sent);
+    conn.sendPublish(rec.message, rec.qos, rec.retain, false, packetId, rec.subscriptionIds, cache);
+  }
+
+  private allocPacketId(): number {
+    let id = this.nextPacketId;
+    while (this.inflight.has(id)) id = id === 65535 ? 1 : id + 1;
+    this.nextPacketId = id === 65535 ? 1 : id + 1;
+    return id;
+  }
+
+  /** Fills the inflight window from the queue. */
+  drain(): void {
+    const conn = this.conn;
+    if (!conn || this.loading !== null) return;
+    const window = this.window;
+    while (this.queueHead < this.queue.length && this.inflight.size < window && !conn.closing) {
+      const rec = this.queue[this.queueHead];
+      this.queue[this.queueHead++] = undefined as unknown as OutgoingRecord;
+      this.send(rec);
+    }
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  /** PUBACK: QoS 1 delivery complete [MQTT-4.3.2]. */
+  onPuback(packetId: number): boolean {
+    const rec = this.inflight.get(packetId);
+    if (rec?.qos !== 1) return false;
+    this.complete(packetId, rec);
+    return true;
+  }
+
+  /** PUBREC: the first half of QoS 2; answered with PUBREL unless the receiver refused it. */
+  onPubrec(packetId: number, reasonCode: number): 'pubrel' | 'done' | 'unknown' {
+    const rec = this.inflight.get(packetId);
+    if (rec?.qos !== 2) return 'unknown';
+    if (reasonCode >= 0x80) {
+      // A failed PUBREC ends the exchange; the packet id is free again.
+      this.complete(packetId, rec);
+      return 'done';
+    }
+    if (rec.state !== 'pubrel') {
+      const next: OutgoingRecord = { ...rec, state: 'pubrel' };
+      this.inflight.set(packetId, next);
+      if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, next);
+    }
+    return 'pubrel';
+  }
+
+  /** PUBCOMP: QoS 2 delivery complete. */
+  onPubcomp(packetId: number): boolean {
+    const rec = this.inflight.get(packetId);
+    if (rec?.state !== 'pubrel') return false;
+    this.complete(packetId, rec);
+    return true;
+  }
+
+  private complete(packetId: number, rec: OutgoingRecord): void {
+    this.inflight.delete(packetId);
+    if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+    this.drain();
+  }
+
+  /**
+   * A client resumed this session: load what persistence holds if needed, resend unacknowledged
+   * PUBLISH (DUP=1) and PUBREL in their original order [MQTT-4.4.0-1], then fill the window.
+   */
+  async resume(): Promise<void> {
+    if (!this.loaded) await this.load();
+    const conn = this.conn;
+    if (!conn) return;
+    const pending = [...this.inflight.values()].sort((a, b) => a.seq - b.seq);
+    for (const rec of pending) {
+      if (rec.state === 'pubrel') conn.sendPubrel(rec.packetId!);
+      else conn.sendPublish(rec.message, rec.qos, rec.retain, true, rec.packetId!, rec.subscriptionIds);
+    }
+    this.drain();
+  }
+
+  private async load(): Promise<void> {
+    let done!: () => void;
+    this.loading = new Promise<void>((r) => {
+      done = r;
+    });
+    try {
+      const [stored, incoming] = await Promise.all([
+        this.broker.persistence.getOutgoing(this.clientId),
+        this.broker.persistence.getIncoming(this.clientId),
+      ]);
+      for (const id of incoming) this.incoming.add(id);
+      // Messages that arrived while loading were queued in memory and may also be in `stored`.
+      const bySeq = new Map<number, OutgoingRecord>();
+      for (const rec of stored) bySeq.set(rec.seq, rec);
+      for (let i = this.queueHead; i < this.queue.length; i++) bySeq.set(this.queue[i].seq, this.queue[i]);
+      const queue: OutgoingRecord[] = [];
+      for (const rec of [...bySeq.values()].sort((a, b) => a.seq - b.seq)) {
+        if (rec.state === 'queued' || rec.packetId === undefined) queue.push(rec);
+        else this.inflight.set(rec.packetId, rec);
+      }
+      this.queue = queue;
+      this.queueHead = 0;
+      this.loaded = true;
+      this.storedWhileUnloaded = 0;
+    } finally {
+      this.loading = null;
+      done();
+    }
+  }
+
+  /** Outbound records still owed to the client, for handing to another member or inspection. */
+  pendingRecords(): OutgoingRecord[] {
+    return [...this.inflight.values(), ...this.queue.slice(this.queueHead)];
+  }
+}

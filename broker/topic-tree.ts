@@ -1,0 +1,139 @@
+/**
+ * A trie keyed by topic level. Matching walks at most (topic depth × 3) nodes per branch, so its
+ * cost grows with depth and with the number of matches, not with the number of subscriptions.
+ */
+class TreeNode<T> {
+  readonly children = new Map<string, TreeNode<T>>();
+  values: T[] = [];
+  constructor(
+    readonly parent: TreeNode<T> | null,
+    readonly word: string,
+  ) {}
+}
+
+export class TopicTree<T> {
+  private readonly root = new TreeNode<T>(null, '');
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Adds a value under a filter; the same value twice under one filter is kept once. */
+  add(filter: string, value: T): void {
+    let node = this.root;
+    for (const word of filter.split('/')) {
+      let next = node.children.get(word);
+      if (!next) {
+        next = new TreeNode(node, word);
+        node.children.set(word, next);
+      }
+      node = next;
+    }
+    if (!node.values.includes(value)) {
+      node.values.push(value);
+      this.count++;
+    }
+  }
+
+  /** Removes a value; returns whether it was present. Empty branches are pruned. */
+  remove(filter: string, value: T): boolean {
+    let node: TreeNode<T> | undefined = this.root;
+    for (const word of filter.split('/')) {
+      node = node.children.get(word);
+      if (!node) return false;
+    }
+    const i = node.values.indexOf(value);
+    if (i < 0) return false;
+    node.values.splice(i, 1);
+    this.count--;
+    while (node.parent && node.values.length === 0 && node.children.size === 0) {
+      node.parent.children.delete(node.word);
+      node = node.parent;
+    }
+    return true;
+  }
+
+  /** Values stored under exactly this filter. */
+  get(filter: string): readonly T[] {
+    let node: TreeNode<T> | undefined = this.root;
+    for (const word of filter.split('/')) {
+      node = node.children.get(word);
+      if (!node) return [];
+    }
+    return node.values;
+  }
+
+  /**
+   * Calls visit for every value whose filter matches the topic. Topics starting with `$` are not
+   * matched by a leading `+` or `#` [MQTT-4.7.2-1].
+   */
+  match(topic: string, visit: (value: T) => void): void {
+    const levels = topic.split('/');
+    this.walk(this.root, levels, 0, visit, topic.charCodeAt(0) === 36);
+  }
+
+  private walk(node: TreeNode<T>, levels: string[], depth: number, visit: (v: T) => void, dollar: boolean) {
+    const children = node.children;
+    if (children.size === 0) return;
+    const wildOk = !(dollar && depth === 0);
+    if (wildOk) {
+      // `#` matches the parent level too: "a/#" matches "a" [MQTT-4.7.1-2].
+      const hash = children.get('#');
+      if (hash) for (const v of hash.values) visit(v);
+    }
+    if (depth === levels.length) return;
+    const exact = children.get(levels[depth]);
+    const last = depth + 1 === levels.length;
+    if (exact) {
+      if (last) {
+        for (const v of exact.values) visit(v);
+        const h = exact.children.get('#');
+        if (h) for (const v of h.values) visit(v);
+      } else this.walk(exact, levels, depth + 1, visit, dollar);
+    }
+    if (wildOk) {
+      const plus = children.get('+');
+      if (plus) {
+        if (last) {
+          for (const v of plus.values) visit(v);
+          const h = plus.children.get('#');
+          if (h) for (const v of h.values) visit(v);
+        } else this.walk(plus, levels, depth + 1, visit, dollar);
+      }
+    }
+  }
+
+  /** Every (filter, value) pair, for persistence and introspection. */
+  *entries(): Generator<[string, T]> {
+    const stack: [TreeNode<T>, string][] = [[this.root, '']];
+    while (stack.length > 0) {
+      const [node, path] = stack.pop()!;
+      for (const v of node.values) yield [path, v];
+      for (const [word, child] of node.children)
+        stack.push([child, node === this.root ? word : `${path}/${word}`]);
+    }
+  }
+}
+
+/** A topic filter is valid when `#` is last and alone in its level and `+` is alone in its level. */
+export function validFilter(filter: string): boolean {
+  if (filter.length === 0 || filter.includes('\u0000')) return false;
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const w = levels[i];
+    if (w.includes('#') && (w !== '#' || i !== levels.length - 1)) return false; // [MQTT-4.7.1-2]
+    if (w.includes('+') && w !== '+') return false; // [MQTT-4.7.1-3]
+  }
+  return true;
+}
+
+/** A PUBLISH topic name must be non-empty and free of wildcards [MQTT-3.3.2-2]. */
+export function validTopic(topic: string): boolean {
+  if (topic.length === 0) return false;
+  for (let i = 0; i < topic.length; i++) {
+    const c = topic.charCodeAt(i);
+    if (c === 35 || c === 43 || c === 0) return false;
+  }
+  return true;
+}

@@ -1,0 +1,110 @@
+import type {
+  OutgoingRecord,
+  Persistence,
+  SessionRecord,
+  StoredMessage,
+  SubscriptionRecord,
+  WillRecord,
+} from './types.js';
+
+interface ClientState {
+  session?: SessionRecord;
+  subs: Map<string, SubscriptionRecord>;
+  outgoing: Map<number, OutgoingRecord>;
+  incoming: Set<number>;
+}
+
+/** Keeps everything in process memory: fast, and gone when the process ends. */
+export class MemoryPersistence implements Persistence {
+  private clients = new Map<string, ClientState>();
+  private retained = new Map<string, StoredMessage>();
+  private wills = new Map<string, WillRecord>();
+
+  async open(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  whenDurable(cb: (err?: Error) => void): void {
+    cb();
+  }
+
+  private client(clientId: string): ClientState {
+    let c = this.clients.get(clientId);
+    if (!c) {
+      c = { subs: new Map(), outgoing: new Map(), incoming: new Set() };
+      this.clients.set(clientId, c);
+    }
+    return c;
+  }
+
+  putSession(rec: SessionRecord): void {
+    this.client(rec.clientId).session = rec;
+  }
+
+  deleteSession(clientId: string): void {
+    this.clients.delete(clientId);
+    this.wills.delete(clientId);
+  }
+
+  async *listSessions(): AsyncIterable<SessionRecord> {
+    for (const c of this.clients.values()) if (c.session) yield c.session;
+  }
+
+  putSubscription(clientId: string, sub: SubscriptionRecord): void {
+    this.client(clientId).subs.set(sub.filter, sub);
+  }
+
+  deleteSubscription(clientId: string, filter: string): void {
+    this.clients.get(clientId)?.subs.delete(filter);
+  }
+
+  async *listSubscriptions(): AsyncIterable<{ clientId: string; sub: SubscriptionRecord }> {
+    for (const [clientId, c] of this.clients) for (const sub of c.subs.values()) yield { clientId, sub };
+  }
+
+  putOutgoing(clientId: string, rec: OutgoingRecord): void {
+    this.client(clientId).outgoing.set(rec.seq, rec);
+  }
+
+  deleteOutgoing(clientId: string, seq: number): void {
+    this.clients.get(clientId)?.outgoing.delete(seq);
+  }
+
+  async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
+    const c = this.clients.get(clientId);
+    if (!c) return [];
+    return [...c.outgoing.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  addIncoming(clientId: string, packetId: number): void {
+    this.client(clientId).incoming.add(packetId);
+  }
+
+  deleteIncoming(clientId: string, packetId: number): void {
+    this.clients.get(clientId)?.incoming.delete(packetId);
+  }
+
+  async getIncoming(clientId: string): Promise<number[]> {
+    return [...(this.clients.get(clientId)?.incoming ?? [])];
+  }
+
+  setRetained(topic: string, msg: StoredMessage | null): void {
+    if (msg) this.retained.set(topic, msg);
+    else this.retained.delete(topic);
+  }
+
+  async *listRetained(): AsyncIterable<StoredMessage> {
+    yield* this.retained.values();
+  }
+
+  putWill(rec: WillRecord): void {
+    this.wills.set(rec.clientId, rec);
+  }
+
+  deleteWill(clientId: string): void {
+    this.wills.delete(clientId);
+  }
+
+  async *listWills(): AsyncIterable<WillRecord> {
+    yield* this.wills.values();
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * The one contract through which the broker keeps its state. Mutations are synchronous calls that
+ * queue a write (a backend may batch them per tick); `whenDurable` reports when everything queued
+ * before it is stored. Reads are asynchronous and observe every mutation issued before them.
+ * Records handed to a backend are never mutated afterwards by the broker: it puts a new record.
+ */
+import type { UserProperties } from 'mqtt-packet';
+
+export type QoS = 0 | 1 | 2;
+
+/** MQTT 5 properties that travel with an application message unchanged. */
+export interface MessageProperties {
+  payloadFormatIndicator?: boolean;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: UserProperties;
+}
+
+export interface StoredMessage {
+  /** Unique across restarts, so a backend can store one body for many recipients. */
+  id: string;
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  retain: boolean;
+  properties?: MessageProperties;
+  /** Epoch ms after which the message must not be delivered (5.0 Message Expiry Interval). */
+  expiresAt?: number;
+}
+
+export interface SessionRecord {
+  clientId: string;
+  protocolVersion: 3 | 4 | 5;
+  /** Seconds the session outlives its connection; 0xFFFFFFFF never expires. */
+  expiryInterval: number;
+  /** Epoch ms of the last disconnect; absent while connected. */
+  disconnectedAt?: number;
+}
+
+export interface SubscriptionRecord {
+  /** The filter as subscribed, including a `$share/<group>/` prefix. */
+  filter: string;
+  qos: QoS;
+  noLocal?: boolean;
+  retainAsPublished?: boolean;
+  retainHandling?: 0 | 1 | 2;
+  subscriptionId?: number;
+}
+
+export type OutgoingState = 'queued' | 'inflight' | 'pubrel';
+
+/** One message on its way to one session, ordered by `seq`. */
+export interface OutgoingRecord {
+  seq: number;
+  state: OutgoingState;
+  /** Set once the message has been sent (inflight or pubrel). */
+  packetId?: number;
+  /** The QoS it is delivered at: min(published, granted). */
+  qos: QoS;
+  retain: boolean;
+  subscriptionIds?: number[];
+  message: StoredMessage;
+}
+
+/** A will whose publication waits for its delay (5.0 Will Delay Interval) or its session's end. */
+export interface WillRecord {
+  clientId: string;
+  message: StoredMessage;
+  /** Epoch ms at which it is published unless the client returns. */
+  fireAt: number;
+}
+
+export interface Persistence {
+  open(): Promise<void>;
+  close(): Promise<void>;
+  /** Calls back once every mutation issued before this call is stored (with an error if not). */
+  whenDurable(cb: (err?: Error) => void): void;
+
+  putSession(rec: SessionRecord): void;
+  /** Removes the session and everything it owns: subscriptions, outgoing, inbound QoS 2 ids, will. */
+  deleteSession(clientId: string): void;
+  listSessions(): AsyncIterable<SessionRecord>;
+
+  putSubscription(clientId: string, sub: SubscriptionRecord): void;
+  deleteSubscription(clientId: string, filter: string): void;
+  listSubscriptions(): AsyncIterable<{ clientId: string; sub: SubscriptionRecord }>;
+
+  /** Inserts or replaces the record with this seq. */
+  putOutgoing(clientId: string, rec: OutgoingRecord): void;
+  deleteOutgoing(clientId: string, seq: number): void;
+  /** The session's outgoing records in seq order. */
+  getOutgoing(clientId: string): Promise<OutgoingRecord[]>;
+
+  /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
+  addIncoming(clientId: string, packetId: number): void;
+  deleteIncoming(clientId: string, packetId: number): void;
+  getIncoming(clientId: string): Promise<number[]>;
+
+  /** Sets the retained message of a topic; null clears it. */
+  setRetained(topic: string, msg: StoredMessage | null): void;
+  listRetained(): AsyncIterable<StoredMessage>;
+
+  putWill(rec: WillRecord): void;
+  deleteWill(clientId: string): void;
+  listWills(): AsyncIterable<WillRecord>;
+}
