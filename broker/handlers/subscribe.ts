@@ -65,7 +65,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
       const ids = rec.subscriptionId === undefined ? undefined : [rec.subscriptionId];
       for (const msg of broker.retained.match(rec.filter)) {
         // Sent because of a new subscription: RETAIN stays set [MQTT-3.3.1-8].
-        session.deliver(msg, Math.min(msg.qos, rec.qos), true, ids);
+        session.deliver(msg, Math.min(msg.qos, rec.qos) as QoS, true, ids);
       }
     }
   });
