@@ -15,7 +15,9 @@ import { Router } from './router.js';
 import { Session } from './session.js';
 import { longTimeout } from './timers.js';
 import { listenTcp } from './transports/tcp.js';
+import { listenTls } from './transports/tls.js';
 import type { Transport } from './transports/transport.js';
+import { listenWebSocket } from './transports/ws.js';
 import { WillScheduler } from './will.js';
 
 export interface BrokerEvents {
@@ -84,10 +86,24 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Starts the configured listeners. */
   async listen(): Promise<this> {
     await this.start();
-    if (this.options.port !== null) {
-      const t = await listenTcp(this, this.options.port, this.options.host);
-      this.transports.push(t);
-      this.log.info({ transport: 'tcp', host: this.options.host ?? '::', port: t.port }, 'listening');
+    const o = this.options;
+    const starts: Promise<Transport>[] = [];
+    if (o.port !== null) starts.push(listenTcp(this, o.port, o.host));
+    if (o.tls && o.tlsPort !== null) starts.push(listenTls(this, o.tlsPort, o.host, o.tls));
+    const ws = { host: o.host, path: o.wsPath, trustProxy: o.wsTrustProxy, maxPayload: o.maxPacketSize };
+    if (o.wsPort !== null) starts.push(listenWebSocket(this, { ...ws, port: o.wsPort }));
+    if (o.tls && o.wssPort !== null)
+      starts.push(listenWebSocket(this, { ...ws, port: o.wssPort, tls: o.tls }));
+    const results = await Promise.allSettled(starts);
+    for (const r of results) if (r.status === 'fulfilled') this.transports.push(r.value);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) {
+      await this.close();
+      throw failed.reason;
+    }
+    for (const t of this.transports) {
+      const path = t.name === 'ws' || t.name === 'wss' ? o.wsPath : undefined;
+      this.log.info({ transport: t.name, host: o.host ?? '::', port: t.port, path }, 'listening');
     }
     return this;
   }

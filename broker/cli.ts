@@ -7,7 +7,36 @@ import { DEFAULTS } from './options.js';
 /** Every flag, its default and its meaning: parsed from here and printed by --help. */
 const FLAGS = {
   port: { type: 'string', default: String(DEFAULTS.port), help: 'MQTT over TCP port (0 = any free port)' },
-  host: { type: 'string', default: '', help: 'address to bind (default: all interfaces)' },
+  host: { type: 'string', default: '', help: 'address to bind (none = all interfaces)' },
+  'ws-port': {
+    type: 'string',
+    default: String(DEFAULTS.wsPort),
+    help: 'MQTT over WebSocket port (0 = disabled)',
+  },
+  'ws-path': { type: 'string', default: DEFAULTS.wsPath, help: 'WebSocket upgrade path' },
+  'ws-trust-proxy': {
+    type: 'boolean',
+    default: false,
+    help: 'take WebSocket client addresses from X-Forwarded-For',
+  },
+  'tls-cert': { type: 'string', default: '', help: 'PEM certificate file: enables MQTT over TLS and WSS' },
+  'tls-key': { type: 'string', default: '', help: 'PEM private key file for --tls-cert' },
+  'tls-ca': { type: 'string', default: '', help: 'PEM CA bundle client certificates are checked against' },
+  'tls-require-client-cert': {
+    type: 'boolean',
+    default: false,
+    help: 'refuse TLS clients without a certificate signed by --tls-ca',
+  },
+  'tls-port': {
+    type: 'string',
+    default: String(DEFAULTS.tlsPort),
+    help: 'MQTT over TLS port, with --tls-cert (0 = disabled)',
+  },
+  'wss-port': {
+    type: 'string',
+    default: String(DEFAULTS.wssPort),
+    help: 'MQTT over WSS port, with --tls-cert (0 = disabled)',
+  },
   'log-level': {
     type: 'string',
     default: DEFAULTS.logLevel,
@@ -49,8 +78,8 @@ const FLAGS = {
 function usage(): string {
   const lines = ['Usage: heron [options]', '', 'Options:'];
   for (const [name, f] of Object.entries(FLAGS)) {
-    const def = f.type === 'boolean' ? '' : ` (default: ${f.default === '' ? 'none' : f.default})`;
-    lines.push(`  --${name.padEnd(22)} ${f.help}${def}`);
+    const def = ` (default: ${f.type === 'boolean' ? 'off' : f.default === '' ? 'none' : f.default})`;
+    lines.push(`  --${name.padEnd(24)} ${f.help}${def}`);
   }
   return lines.join('\n');
 }
@@ -81,9 +110,27 @@ async function main(): Promise<void> {
   }
   const s = (k: keyof typeof FLAGS) => String(values[k]);
   const log = createLogger(s('log-level'));
+  if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) {
+    process.stderr.write('heron: --tls-cert and --tls-key go together\n');
+    process.exit(2);
+  }
+  const orNull = (n: number) => (n === 0 ? null : n);
   const broker = createBroker({
     port: int('port', s('port')),
     host: s('host') || undefined,
+    wsPort: orNull(int('ws-port', s('ws-port'))),
+    wsPath: s('ws-path'),
+    wsTrustProxy: values['ws-trust-proxy'] === true,
+    tls: values['tls-cert']
+      ? {
+          cert: s('tls-cert'),
+          key: s('tls-key'),
+          ca: s('tls-ca') || undefined,
+          requireClientCert: values['tls-require-client-cert'] === true,
+        }
+      : undefined,
+    tlsPort: orNull(int('tls-port', s('tls-port'))),
+    wssPort: orNull(int('wss-port', s('wss-port'))),
     logger: log,
     maxInflight: int('max-inflight', s('max-inflight')),
     maxQueued: int('max-queued', s('max-queued')),

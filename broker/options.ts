@@ -1,11 +1,24 @@
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { Hooks } from '../plugins/types.js';
+import type { TlsOptions } from './transports/tls.js';
 
 export interface BrokerOptions {
   /** TCP port; 0 picks a free one; null disables the TCP listener. Default 1883. */
   port?: number | null;
   host?: string;
+  /** MQTT over WebSocket port; null (the default for embedding) disables it. The CLI uses 8083. */
+  wsPort?: number | null;
+  /** WebSocket upgrade path. Default /mqtt. */
+  wsPath?: string;
+  /** Take WebSocket client addresses from X-Forwarded-For. Default false. */
+  wsTrustProxy?: boolean;
+  /** Certificate and key: enables MQTT over TLS and WSS. */
+  tls?: TlsOptions;
+  /** MQTT over TLS port when tls is set. Default 8883; null disables. */
+  tlsPort?: number | null;
+  /** WSS port when tls is set. Default 8084; null disables. */
+  wssPort?: number | null;
   /** State backend; defaults to in-memory. */
   persistence?: Persistence;
   logger?: Logger;
@@ -31,15 +44,25 @@ export interface BrokerOptions {
   maxWriteBuffer?: number;
 }
 
+type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort';
+
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'port' | 'host'>
+  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | Listeners>
 > & {
   port: number | null;
   host: string | undefined;
+  wsPort: number | null;
+  tls: TlsOptions | undefined;
+  tlsPort: number | null;
+  wssPort: number | null;
 };
 
 export const DEFAULTS = {
   port: 1883,
+  wsPort: 8083,
+  wsPath: '/mqtt',
+  tlsPort: 8883,
+  wssPort: 8084,
   logLevel: 'info',
   maxInflight: 100,
   maxQueued: 1000,
@@ -56,6 +79,12 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
   return {
     port: o.port === undefined ? DEFAULTS.port : o.port,
     host: o.host,
+    wsPort: o.wsPort ?? null,
+    wsPath: o.wsPath ?? DEFAULTS.wsPath,
+    wsTrustProxy: o.wsTrustProxy === true,
+    tls: o.tls,
+    tlsPort: o.tls ? (o.tlsPort === undefined ? DEFAULTS.tlsPort : o.tlsPort) : null,
+    wssPort: o.tls ? (o.wssPort === undefined ? DEFAULTS.wssPort : o.wssPort) : null,
     logLevel: o.logLevel ?? DEFAULTS.logLevel,
     maxInflight: clamp(o.maxInflight ?? DEFAULTS.maxInflight, 1, 65535),
     maxQueued: Math.max(0, o.maxQueued ?? DEFAULTS.maxQueued),

@@ -21,8 +21,8 @@ export const fanOut: BrokerScenario = {
       topic: () => topic,
       filter: topic,
       messagesPerPublisher: ctx.options.quick ? 5_000 : 50_000,
-      ackWindow: 100,
-      e2eWindow: 100,
+      ackWindow: 200,
+      e2eWindow: 200,
       drainIdleMs: 1000,
     });
   },

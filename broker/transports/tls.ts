@@ -1,0 +1,80 @@
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer, type TlsOptions as NodeTlsOptions, type TLSSocket } from 'node:tls';
+import type { Broker } from '../broker.js';
+import type { Transport } from './transport.js';
+
+export interface TlsOptions {
+  /** PEM certificate chain and key, as contents or file paths. */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA bundle that client certificates must chain to. */
+  ca?: string | Buffer;
+  /** Refuse clients without a certificate signed by `ca`. */
+  requireClientCert?: boolean;
+}
+
+/** A value that looks like PEM is used as is; anything else is read as a file path. */
+function pem(v: string | Buffer): string | Buffer {
+  if (Buffer.isBuffer(v) || v.includes('-----BEGIN')) return v;
+  return readFileSync(v);
+}
+
+export function tlsServerOptions(o: TlsOptions): NodeTlsOptions {
+  return {
+    cert: pem(o.cert),
+    key: pem(o.key),
+    ca: o.ca ? pem(o.ca) : undefined,
+    requestCert: o.requireClientCert === true || o.ca !== undefined,
+    rejectUnauthorized: o.requireClientCert === true,
+  };
+}
+
+/** The subject of a verified client certificate, kept for authentication hooks. */
+export function certificateSubject(socket: TLSSocket): Record<string, string | string[]> | undefined {
+  if (!socket.authorized) return undefined;
+  const cert = socket.getPeerCertificate();
+  if (!cert || !cert.subject) return undefined;
+  return { ...cert.subject } as Record<string, string | string[]>;
+}
+
+/** MQTT over TLS (mqtts). */
+export async function listenTls(
+  broker: Broker,
+  port: number,
+  host: string | undefined,
+  o: TlsOptions,
+): Promise<Transport> {
+  const sockets = new Set<TLSSocket>();
+  const server = createServer(tlsServerOptions(o), (socket) => {
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    broker.handle(socket, {
+      transport: 'tls',
+      remoteAddress: socket.remoteAddress,
+      remotePort: socket.remotePort,
+      certificateSubject: certificateSubject(socket),
+    });
+  });
+  // A failed handshake is the client's problem, not the broker's.
+  server.on('tlsClientError', (err) => broker.log.debug({ err: err.message }, 'TLS handshake failed'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    name: 'tls',
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, 500).unref();
+      }),
+  };
+}

@@ -1,0 +1,91 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { WebSocketServer } from 'ws';
+import type { Broker } from '../broker.js';
+import { certificateSubject, type TlsOptions, tlsServerOptions } from './tls.js';
+import type { Transport } from './transport.js';
+import { WebSocketStream } from './ws-stream.js';
+
+export interface WebSocketListenOptions {
+  port: number;
+  host?: string;
+  path: string;
+  /** Take the client address from X-Forwarded-For (behind a trusted reverse proxy). */
+  trustProxy: boolean;
+  /** Serve WSS instead of WS. */
+  tls?: TlsOptions;
+  maxPayload: number;
+}
+
+/** Subprotocols MQTT clients offer: "mqtt" (3.1.1 and 5.0) and the legacy "mqttv3.1". */
+const MQTT_PROTOCOLS = ['mqtt', 'mqttv3.1'];
+
+/** MQTT over WebSocket (or WSS): one upgrade path, MQTT subprotocols only, binary frames only. */
+export async function listenWebSocket(broker: Broker, o: WebSocketListenOptions): Promise<Transport> {
+  const name = o.tls ? 'wss' : 'ws';
+  const notFound = (_req: IncomingMessage, res: import('node:http').ServerResponse) => {
+    res
+      .writeHead(404, { 'content-type': 'text/plain' })
+      .end('MQTT over WebSocket is served on the upgrade path only\n');
+  };
+  const server: Server = o.tls
+    ? createHttpsServer(tlsServerOptions(o.tls), notFound)
+    : createHttpServer(notFound);
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: o.maxPayload,
+    handleProtocols: (offered) => MQTT_PROTOCOLS.find((p) => offered.has(p)) ?? false,
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '').split('?')[0];
+    const offered = (req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    let refusal: string | undefined;
+    if (path !== o.path) refusal = '404 Not Found';
+    else if (offered.length > 0 && !offered.some((p) => MQTT_PROTOCOLS.includes(p)))
+      refusal = '400 Bad Request';
+    if (refusal) {
+      socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const forwarded = o.trustProxy
+        ? String(req.headers['x-forwarded-for'] ?? '')
+            .split(',')[0]
+            .trim()
+        : '';
+      const tlsSocket = o.tls ? (req.socket as TLSSocket) : undefined;
+      broker.handle(new WebSocketStream(ws), {
+        transport: name,
+        remoteAddress: forwarded || req.socket.remoteAddress,
+        remotePort: forwarded ? undefined : req.socket.remotePort,
+        certificateSubject: tlsSocket ? certificateSubject(tlsSocket) : undefined,
+      });
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    name,
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const ws of wss.clients) ws.terminate();
+        wss.close();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
