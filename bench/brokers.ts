@@ -233,7 +233,9 @@ export function heron(root = projectRoot()): BrokerSpec {
       if (extraArgs === null) {
         // Flags may grow: pass --persistence memory only when the CLI knows it.
         const help = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8', timeout: 10_000 });
-        extraArgs = `${help.stdout}${help.stderr}`.includes('--persistence') ? ['--persistence', 'memory'] : [];
+        extraArgs = `${help.stdout}${help.stderr}`.includes('--persistence')
+          ? ['--persistence', 'memory']
+          : [];
       }
       const port = await freePort(HOST);
       const args = [cli, '--port', String(port), '--host', HOST, '--log-level', 'warn', ...extraArgs];
@@ -347,7 +349,8 @@ export function aedes(root = projectRoot(), log: (line: string) => void = consol
 /** An already-running broker at a URL; pid (optional) enables CPU and RSS columns. */
 export function external(url: string, pid: number | null): BrokerSpec {
   const u = new URL(url);
-  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') throw new Error(`only mqtt:// URLs are supported: ${url}`);
+  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:')
+    throw new Error(`only mqtt:// URLs are supported: ${url}`);
   const host = u.hostname || '127.0.0.1';
   const port = Number(u.port || 1883);
   return {

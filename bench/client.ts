@@ -11,7 +11,7 @@
  *   runs PUBLISH → PUBREC → PUBREL → PUBCOMP. `inflight` counts outgoing QoS 1/2 not yet finished.
  */
 import net from 'node:net';
-import { generate, type IPublishPacket, type Packet, parser as mqttParser, type QoS } from 'mqtt-packet';
+import { generate, type IPublishPacket, parser as mqttParser, type Packet, type QoS } from 'mqtt-packet';
 import { writeHeader } from './payload.js';
 
 export interface ConnectOptions {
@@ -182,7 +182,8 @@ export class BenchClient {
       ),
     );
     const granted = ((await suback) as Packet & { granted: number[] }).granted[0];
-    if (granted === 0x80 || granted === undefined) throw new Error(`${this.clientId}: SUBSCRIBE ${filter} refused`);
+    if (granted === 0x80 || granted === undefined)
+      throw new Error(`${this.clientId}: SUBSCRIBE ${filter} refused`);
     return granted;
   }
 
@@ -250,7 +251,8 @@ export class BenchClient {
   }
 
   private expect(cmd: Packet['cmd'], messageId?: number): Promise<Packet> {
-    if (this.closed) return Promise.reject(this.closeError ?? new Error(`${this.clientId}: connection closed`));
+    if (this.closed)
+      return Promise.reject(this.closeError ?? new Error(`${this.clientId}: connection closed`));
     return new Promise((resolve, reject) => this.waiters.push({ cmd, messageId, resolve, reject }));
   }
 
@@ -280,7 +282,9 @@ export class BenchClient {
         this.finish(p.messageId!, AWAIT_COMP);
         return;
       default: {
-        const i = this.waiters.findIndex((w) => w.cmd === p.cmd && (w.messageId === undefined || w.messageId === p.messageId));
+        const i = this.waiters.findIndex(
+          (w) => w.cmd === p.cmd && (w.messageId === undefined || w.messageId === p.messageId),
+        );
         if (i >= 0) this.waiters.splice(i, 1)[0].resolve(p);
         else if (p.cmd !== 'pingresp') this.protocolErrors++;
       }

@@ -16,7 +16,7 @@
  * The measured window runs from the end of the warm-up to the last delivery.
  */
 import type { QoS } from 'mqtt-packet';
-import { BenchClient, PublishTemplate } from './client.js';
+import { type BenchClient, PublishTemplate } from './client.js';
 import { readPubId, readSeq, StreamTracker } from './payload.js';
 import { type Mark, mark, measure, pool, type ScenarioContext, type ScenarioResult } from './scenario.js';
 
@@ -193,7 +193,8 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
   if (unacked > 0) notes.push(`${unacked} publishes never acknowledged`);
   if (protocolErrors > 0) notes.push(`${protocolErrors} unexpected packets or packet ids`);
   if (foreign > 0) notes.push(`${foreign} messages from unknown publishers`);
-  if (window.generatorLoad > 0.9) notes.push(`generator at ${(window.generatorLoad * 100).toFixed(0)}% of a core`);
+  if (window.generatorLoad > 0.9)
+    notes.push(`generator at ${(window.generatorLoad * 100).toFixed(0)}% of a core`);
 
   await ctx.closeAll();
   return {

@@ -59,16 +59,22 @@ export function progressLine(o: Outcome): string {
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   const line = (r: string[]) => `| ${r.map((cell, c) => cell.padEnd(widths[c])).join(' | ')} |`;
-  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join(
-    '\n',
-  );
+  return [
+    line(rows[0]),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...rows.slice(1).map(line),
+  ].join('\n');
 }
 
 /**
  * Rows = scenarios; per broker a result cell and a per-broker-CPU-second cell; heron/<other>
  * ratios of the per-CPU-second figures; lost/dup per broker.
  */
-export function markdownTable(brokers: string[], scenarios: { id: string; title: string }[], outcomes: Outcome[]) {
+export function markdownTable(
+  brokers: string[],
+  scenarios: { id: string; title: string }[],
+  outcomes: Outcome[],
+) {
   const find = (b: string, id: string) => outcomes.find((o) => o.broker === b && o.scenarioId === id);
   const others = brokers.includes('heron') ? ['aedes', 'mosquitto'].filter((b) => brokers.includes(b)) : [];
   const header = ['scenario'];
@@ -87,7 +93,9 @@ export function markdownTable(brokers: string[], scenarios: { id: string; title:
     const heronPer = find('heron', s.id)?.result?.perCpuSecond ?? null;
     for (const b of others) {
       const otherPer = find(b, s.id)?.result?.perCpuSecond ?? null;
-      row.push(heronPer !== null && otherPer !== null && otherPer > 0 ? `${(heronPer / otherPer).toFixed(2)}×` : '—');
+      row.push(
+        heronPer !== null && otherPer !== null && otherPer > 0 ? `${(heronPer / otherPer).toFixed(2)}×` : '—',
+      );
     }
     row.push(
       brokers

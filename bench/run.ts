@@ -5,11 +5,19 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import { aedes, type BrokerHandle, type BrokerSpec, external, heron, mosquitto, projectRoot } from './brokers.js';
+import {
+  aedes,
+  type BrokerHandle,
+  type BrokerSpec,
+  external,
+  heron,
+  mosquitto,
+  projectRoot,
+} from './brokers.js';
+import { HEADER_BYTES } from './payload.js';
 import { markdownTable, type Outcome, progressLine } from './report.js';
 import { type BenchOptions, type BrokerScenario, createContext, type LocalBench, sleep } from './scenario.js';
 import { scenarios } from './scenarios/index.js';
-import { HEADER_BYTES } from './payload.js';
 
 const HELP = `Usage: node dist/bench/run.js [options]
 
@@ -56,9 +64,13 @@ async function main(): Promise<number> {
     ?.split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  const selected = only ? scenarios.filter((s) => only.some((o) => s.id === o || s.id.startsWith(o))) : scenarios;
+  const selected = only
+    ? scenarios.filter((s) => only.some((o) => s.id === o || s.id.startsWith(o)))
+    : scenarios;
   if (selected.length === 0) {
-    console.error(`no scenario matches --only ${values.only}; known: ${scenarios.map((s) => s.id).join(', ')}`);
+    console.error(
+      `no scenario matches --only ${values.only}; known: ${scenarios.map((s) => s.id).join(', ')}`,
+    );
     return 2;
   }
   const brokerScenarios = selected.filter((s): s is BrokerScenario => s.kind === 'broker');
@@ -109,12 +121,22 @@ async function main(): Promise<number> {
           const ctx = createContext(broker, options, index, (line) => console.log(`[${spec.name}] ${line}`));
           let timer: NodeJS.Timeout | undefined;
           const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`timed out after ${SCENARIO_TIMEOUT_MS / 1000} s`)), SCENARIO_TIMEOUT_MS);
+            timer = setTimeout(
+              () => reject(new Error(`timed out after ${SCENARIO_TIMEOUT_MS / 1000} s`)),
+              SCENARIO_TIMEOUT_MS,
+            );
           });
           try {
             const result = await Promise.race([scenario.run(ctx), timeout]);
-            if (!broker.alive()) result.notes.push(`broker exited during the run: ${broker.outputTail().slice(-300)}`);
-            outcomes.push({ broker: spec.name, scenarioId: scenario.id, title: scenario.title, strict: scenario.strict, result });
+            if (!broker.alive())
+              result.notes.push(`broker exited during the run: ${broker.outputTail().slice(-300)}`);
+            outcomes.push({
+              broker: spec.name,
+              scenarioId: scenario.id,
+              title: scenario.title,
+              strict: scenario.strict,
+              result,
+            });
           } finally {
             clearTimeout(timer);
             await ctx.closeAll();
@@ -122,7 +144,13 @@ async function main(): Promise<number> {
         } catch (err) {
           let error = err instanceof Error ? err.message : String(err);
           if (broker && !broker.alive()) error += ` (broker exited: ${broker.outputTail().slice(-300)})`;
-          outcomes.push({ broker: spec.name, scenarioId: scenario.id, title: scenario.title, strict: scenario.strict, error });
+          outcomes.push({
+            broker: spec.name,
+            scenarioId: scenario.id,
+            title: scenario.title,
+            strict: scenario.strict,
+            error,
+          });
         } finally {
           if (spec.restartable && broker) await broker.stop();
         }
@@ -156,13 +184,18 @@ async function main(): Promise<number> {
     );
   }
   const notes = outcomes.flatMap((o) =>
-    o.result ? o.result.notes.map((n) => `${o.broker} ${o.title}: ${n}`) : [`${o.broker} ${o.title}: ERROR ${o.error}`],
+    o.result
+      ? o.result.notes.map((n) => `${o.broker} ${o.title}: ${n}`)
+      : [`${o.broker} ${o.title}: ERROR ${o.error}`],
   );
   for (const line of [...skipped, ...notes]) console.log(`- ${line}`);
   for (const line of localLines) console.log(`\n${line}`);
 
   if (values.json) {
-    writeFileSync(values.json, `${JSON.stringify({ options, outcomes, local: localLines, skipped }, null, 2)}\n`);
+    writeFileSync(
+      values.json,
+      `${JSON.stringify({ options, outcomes, local: localLines, skipped }, null, 2)}\n`,
+    );
   }
 
   const violations = outcomes.filter(

@@ -35,7 +35,8 @@ export const idleConnections: BrokerScenario = {
     const rssAfter = rssKiB(ctx.broker.pid);
     const stillOpen = ctx.broker.alive();
     const window = measure(start, end, connected);
-    const kibPerConn = rssBefore !== null && rssAfter !== null && connected > 0 ? (rssAfter - rssBefore) / connected : null;
+    const kibPerConn =
+      rssBefore !== null && rssAfter !== null && connected > 0 ? (rssAfter - rssBefore) / connected : null;
     if (failed > 0) notes.push(`${failed} of ${n} connections failed: ${firstError}`);
     if (!stillOpen) notes.push('broker exited while holding connections');
     await ctx.closeAll();

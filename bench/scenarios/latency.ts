@@ -90,7 +90,8 @@ export function latency(qos: QoS): BrokerScenario {
       const window = measure(start, end, measured, Math.max(start.at, Math.min(end.at, lastDeliveryAt)));
       const lat = summarizeLatency(samples.subarray(0, sampled));
 
-      if (windowFull > 0) notes.push(`publisher ack window (${WINDOW}) full ${windowFull} times: rate fell behind`);
+      if (windowFull > 0)
+        notes.push(`publisher ack window (${WINDOW}) full ${windowFull} times: rate fell behind`);
       if (pub.inflight > 0) notes.push(`${pub.inflight} publishes never acknowledged`);
       if (pub.protocolErrors + sub.protocolErrors > 0) notes.push('unexpected packets or packet ids');
       await ctx.closeAll();
