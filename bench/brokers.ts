@@ -218,6 +218,18 @@ function findExecutable(name: string): string | null {
 
 const HOST = '127.0.0.1';
 
+/**
+ * Heron flags passed only when its --help lists them: in-memory persistence; no WebSocket
+ * listener (its fixed default port could clash); and the same "no queue or inflight limit"
+ * footing the mosquitto config below gets, so a deep window is not dropped by a per-client cap.
+ */
+const HERON_OPTIONAL_FLAGS: [string, string][] = [
+  ['--persistence', 'memory'],
+  ['--ws-port', '0'],
+  ['--max-queued', '1000000'],
+  ['--max-inflight', '65535'],
+];
+
 /** Heron, from the compiled dist/broker/cli.js. */
 export function heron(root = projectRoot()): BrokerSpec {
   const cli = join(root, 'dist', 'broker', 'cli.js');
@@ -231,11 +243,13 @@ export function heron(root = projectRoot()): BrokerSpec {
     },
     async start() {
       if (extraArgs === null) {
-        // Flags may grow: pass --persistence memory only when the CLI knows it.
+        // Flags may grow: pass each optional flag only when `--help` lists it.
         const help = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8', timeout: 10_000 });
-        extraArgs = `${help.stdout}${help.stderr}`.includes('--persistence')
-          ? ['--persistence', 'memory']
-          : [];
+        const text = `${help.stdout}${help.stderr}`;
+        extraArgs = [];
+        for (const [flag, value] of HERON_OPTIONAL_FLAGS) {
+          if (new RegExp(`${flag}(?![\\w-])`).test(text)) extraArgs.push(flag, value);
+        }
       }
       const port = await freePort(HOST);
       const args = [cli, '--port', String(port), '--host', HOST, '--log-level', 'warn', ...extraArgs];
