@@ -5,7 +5,16 @@
  * pid is the broker's pid and /proc/<pid>/stat holds exactly the broker's CPU time.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
@@ -19,6 +28,8 @@ export interface BrokerHandle {
   readonly url: string;
   /** The broker's pid, for CPU and RSS sampling; null for an external broker given without --pid. */
   readonly pid: number | null;
+  /** How it was started, for the log. */
+  readonly command: string;
   /** Whether the process is still running (always true for an external broker). */
   alive(): boolean;
   /** The last lines the broker wrote to stdout/stderr, to explain a failure. */
@@ -153,6 +164,7 @@ async function launch(
     port,
     url: `mqtt://${host}:${port}`,
     pid: child.pid ?? null,
+    command: [command, ...args].join(' '),
     alive: () => !exited,
     outputTail: () => tail.toString(),
     async stop() {
@@ -269,9 +281,8 @@ export function mosquitto(): BrokerSpec {
     },
     async start() {
       const port = await freePort(HOST);
-      const dir = join(tmpdir(), `heron-bench-mosquitto-${process.pid}`);
-      mkdirSync(dir, { recursive: true });
-      const conf = join(dir, `mosquitto-${port}.conf`);
+      const dir = mkdtempSync(join(tmpdir(), 'heron-bench-mosquitto-'));
+      const conf = join(dir, 'mosquitto.conf');
       writeFileSync(
         conf,
         [
@@ -290,7 +301,20 @@ export function mosquitto(): BrokerSpec {
           '',
         ].join('\n'),
       );
-      return launch('mosquitto', bin!, ['-c', conf], HOST, port);
+      const removeDir = () => rmSync(dir, { recursive: true, force: true });
+      try {
+        const handle = await launch('mosquitto', bin!, ['-c', conf], HOST, port);
+        return {
+          ...handle,
+          async stop() {
+            await handle.stop();
+            removeDir();
+          },
+        };
+      } catch (err) {
+        removeDir();
+        throw err;
+      }
     },
   };
 }
@@ -380,6 +404,7 @@ export function external(url: string, pid: number | null): BrokerSpec {
         port,
         url: `mqtt://${host}:${port}`,
         pid,
+        command: `external broker at ${url}`,
         alive: () => pid === null || existsSync(`/proc/${pid}`),
         outputTail: () => '',
         async stop() {},

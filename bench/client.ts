@@ -6,7 +6,8 @@
  * - PUBLISH packets are encoded once per (topic, QoS) by mqtt-packet into a template; each send
  *   copies the template and patches the packet id and the payload header in place.
  * - Acks are patched copies of 4-byte templates, also produced by mqtt-packet.
- * - Writes are collected per tick and handed to the socket as one buffer (one syscall per tick).
+ * - Writes are collected until the event loop's check phase (setImmediate) and handed to the socket
+ *   as one buffer: acks for everything read in one loop iteration leave in one syscall.
  * - Incoming QoS 1/2 are acknowledged (PUBACK; PUBREC, then PUBCOMP on PUBREL); outgoing QoS 2
  *   runs PUBLISH → PUBREC → PUBREL → PUBCOMP. `inflight` counts outgoing QoS 1/2 not yet finished.
  */
@@ -198,14 +199,14 @@ export class BenchClient {
     this.send(template.build(id, seq, sentAt));
   }
 
-  /** Queues bytes; everything queued in one tick goes to the socket as one write. */
+  /** Queues bytes; everything queued in one loop iteration goes to the socket as one write. */
   send(buf: Buffer): void {
     if (this.closed) return;
     this.out.push(buf);
     this.outBytes += buf.length;
     if (!this.flushQueued) {
       this.flushQueued = true;
-      process.nextTick(this.flush);
+      setImmediate(this.flush);
     }
   }
 

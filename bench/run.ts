@@ -114,10 +114,14 @@ async function main(): Promise<number> {
       }
       ran.push(spec.name);
       let shared: BrokerHandle | null = spec.restartable ? null : await spec.start();
+      if (shared) console.log(`[${spec.name}] ${shared.command}`);
       for (const [index, scenario] of brokerScenarios.entries()) {
         let broker: BrokerHandle | null = shared;
         try {
-          broker ??= await spec.start();
+          if (!broker) {
+            broker = await spec.start();
+            if (index === 0) console.log(`[${spec.name}] ${broker.command}`);
+          }
           const ctx = createContext(broker, options, index, (line) => console.log(`[${spec.name}] ${line}`));
           let timer: NodeJS.Timeout | undefined;
           const timeout = new Promise<never>((_, reject) => {

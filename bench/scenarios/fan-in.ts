@@ -23,7 +23,7 @@ export function fanIn(qos: QoS): BrokerScenario {
         qos,
         topic: (i) => `${ctx.topicRoot}/${i}/data`,
         filter: `${ctx.topicRoot}/+/data`,
-        messagesPerPublisher: ctx.options.quick ? 10_000 : 100_000,
+        messagesPerPublisher: ctx.options.quick ? 50_000 : 250_000,
         ackWindow: WINDOW,
         // QoS 0 has no acks: the delivery itself paces it. QoS 1/2: room beyond the ack window.
         e2eWindow: 4 * WINDOW,

@@ -20,7 +20,7 @@ export const fanOut: BrokerScenario = {
       qos: 0,
       topic: () => topic,
       filter: topic,
-      messagesPerPublisher: ctx.options.quick ? 5_000 : 50_000,
+      messagesPerPublisher: ctx.options.quick ? 20_000 : 100_000,
       ackWindow: 200,
       e2eWindow: 200,
       drainIdleMs: 1000,
