@@ -166,12 +166,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
   ): { session: Session; present: boolean } {
     let session = this.sessions.get(clientId);
     if (session?.conn) session.conn.close(RC.SESSION_TAKEN_OVER, 'session taken over');
-    this.wills.cancel(clientId);
     session = this.sessions.get(clientId);
     if (session && clean) {
+      // Clean Start ends the old session, which publishes a will still waiting for its delay
+      // [MQTT-3.1.2-8] (5.0 section 3.1.3.2.2: "if Clean Start is 1 the Will Message is sent").
       this.endSession(session);
       session = undefined;
     }
+    // Resuming the session before the Will Delay Interval passed: no will [MQTT-3.1.3-9].
+    this.wills.cancel(clientId);
     const present = session !== undefined;
     if (session) {
       this.expiryTimers.get(session)?.cancel();

@@ -95,7 +95,19 @@ export class Session {
     const sent: OutgoingRecord = { ...rec, state: 'inflight', packetId };
     this.inflight.set(packetId, sent);
     if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, sent);
-    conn.sendPublish(rec.message, rec.qos, rec.retain, false, packetId, rec.subscriptionIds, cache);
+    if (!conn.sendPublish(rec.message, rec.qos, rec.retain, false, packetId, rec.subscriptionIds, cache))
+      this.unsent(conn, sent);
+  }
+
+  /**
+   * sendPublish refused a QoS 1/2 message. Above the client's Maximum Packet Size it is discarded
+   * as if its delivery had completed [MQTT-3.1.2-25]: it must not hold a slot of the window or be
+   * re-sent. On a closed connection it stays in flight, to be re-sent when the client returns.
+   */
+  private unsent(conn: Connection, rec: OutgoingRecord): void {
+    if (conn.state === 'closed') return;
+    this.inflight.delete(rec.packetId!);
+    if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
   }
 
   private allocPacketId(): number {
@@ -171,7 +183,8 @@ export class Session {
     const pending = [...this.inflight.values()].sort((a, b) => a.seq - b.seq);
     for (const rec of pending) {
       if (rec.state === 'pubrel') conn.sendPubrel(rec.packetId!);
-      else conn.sendPublish(rec.message, rec.qos, rec.retain, true, rec.packetId!, rec.subscriptionIds);
+      else if (!conn.sendPublish(rec.message, rec.qos, rec.retain, true, rec.packetId!, rec.subscriptionIds))
+        this.unsent(conn, rec);
     }
     this.drain();
   }

@@ -137,3 +137,12 @@ export function validTopic(topic: string): boolean {
   }
   return true;
 }
+
+/**
+ * False for a string holding U+0000 or U+FFFD: the parser decodes ill-formed UTF-8 to U+FFFD, and
+ * either makes the packet malformed [MQTT-1.5.4-1] [MQTT-1.5.4-2]. (A well-formed U+FFFD sent on
+ * purpose is refused too: the decoded string no longer tells the two apart.)
+ */
+export function wellFormed(s: string): boolean {
+  return !s.includes('\uFFFD') && !s.includes('\u0000');
+}

@@ -1,6 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { parser as createParser, generate, type Packet } from 'mqtt-packet';
+import { parser as createParser, generate, type IConnectPacket, type Packet } from 'mqtt-packet';
 import { afterEach } from 'vitest';
 import { type Broker, type BrokerOptions, createBroker } from '../broker/index.js';
 
@@ -114,7 +114,7 @@ export class RawClient {
   static async connected(
     port: number,
     version: 3 | 4 | 5 = 4,
-    connect: Partial<mqtt.IConnectPacket> = {},
+    connect: Partial<IConnectPacket> = {},
   ): Promise<RawClient> {
     const c = await RawClient.open(port, version);
     c.send({

@@ -4,7 +4,7 @@
  * created, CONNACK access for mqtt.js and raw clients, and raw SUBSCRIBE/PUBLISH shorthands.
  */
 import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
-import type { IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
+import type { IConnectPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { onCleanup, RawClient, type Received } from './helpers.js';
 
 /**
@@ -77,7 +77,7 @@ export async function connectAck(url: string, opts: IClientOptions = {}): Promis
 export async function rawConnect(
   port: number,
   version: 3 | 4 | 5,
-  connect: Partial<mqtt.IConnectPacket> = {},
+  connect: Partial<IConnectPacket> = {},
 ): Promise<{ raw: RawClient; connack: Packet | null }> {
   const raw = await RawClient.open(port, version);
   raw.send({
@@ -116,14 +116,25 @@ export async function rawPublishes(raw: RawClient, n: number): Promise<IPublishP
   return out;
 }
 
+/** The DISCONNECT an mqtt.js client receives from the broker. */
+export function disconnectFrom(client: MqttClient): Promise<IDisconnectPacket> {
+  return new Promise((resolve) => client.once('disconnect', resolve));
+}
+
 /** Resolves when an mqtt.js client's connection is closed. */
 export function closed(client: MqttClient): Promise<void> {
-  return new Promise((resolve) => {
-    if (!client.connected && client.disconnected) resolve();
-    client.once('close', () => resolve());
-  });
+  return new Promise((resolve) => client.once('close', () => resolve()));
 }
 
 export function uid(prefix: string): string {
   return `${prefix}-${Math.random().toString(16).slice(2, 10)}`;
+}
+
+/** CONNECT with a zero-length Client Identifier, hand-encoded (mqtt-packet refuses some of these). */
+export function emptyIdConnect(version: 3 | 4 | 5, clean: boolean): Buffer {
+  const name = version === 3 ? 'MQIsdp' : 'MQTT';
+  const body = [0, name.length, ...Buffer.from(name), version, clean ? 0x02 : 0, 0, 0];
+  if (version === 5) body.push(0); // Property Length 0
+  body.push(0, 0); // Client Identifier of length 0
+  return Buffer.from([0x10, body.length, ...body]);
 }

@@ -37,7 +37,17 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     );
   }
 
+  // 3.1.1: no Password Flag without the User Name Flag [MQTT-3.1.2-22]; a CONNECT that does not
+  // conform is closed without CONNACK [MQTT-3.1.4-1]. 5.0 allows a password alone.
+  if (version !== 5 && packet.password !== undefined && packet.username === undefined) {
+    return conn.close(undefined, 'password without user name', false);
+  }
+
   const props = packet.properties;
+  if (version === 5 && props?.authenticationMethod !== undefined) {
+    // No enhanced authentication method is supported: refuse and close [MQTT-4.12.0-1].
+    return refuse(0, RC.BAD_AUTHENTICATION_METHOD, 'unsupported authentication method');
+  }
   const clean = packet.clean !== false;
   let clientId = packet.clientId ?? '';
   let assigned: string | undefined;

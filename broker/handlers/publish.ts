@@ -4,7 +4,7 @@ import type { MessageProperties } from '../../persistence/types.js';
 import type { Connection } from '../connection.js';
 import { createMessage } from '../message.js';
 import { RC } from '../reason-codes.js';
-import { validTopic } from '../topic-tree.js';
+import { validTopic, wellFormed } from '../topic-tree.js';
 
 /**
  * An inbound PUBLISH: resolve its topic alias, validate, route once, then acknowledge after the
@@ -17,6 +17,11 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const id = packet.messageId ?? 0;
   let topic = packet.topic;
   const props = packet.properties;
+
+  // DUP must be 0 at QoS 0 [MQTT-3.3.1-2]; QoS 1/2 need a non-zero Packet Identifier
+  // [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3]).
+  if (qos === 0 && packet.dup) return conn.close(RC.MALFORMED_PACKET, 'DUP set on a QoS 0 PUBLISH');
+  if (qos > 0 && id === 0) return conn.close(RC.PROTOCOL_ERROR, 'PUBLISH with packet identifier 0');
 
   if (v5 && props) {
     const alias = props.topicAlias;
@@ -40,11 +45,12 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
     }
   }
 
-  // Topic names carry no wildcards and are valid UTF-8 [MQTT-3.3.2-2] [MQTT-1.5.4-1]; the parser
-  // turns invalid UTF-8 into U+FFFD, which is refused here.
-  if (!validTopic(topic) || topic.includes('\uFFFD')) {
-    return conn.close(v5 ? RC.TOPIC_NAME_INVALID : undefined, `invalid topic name "${topic}"`);
-  }
+  // Ill-formed UTF-8 (which the parser turns into U+FFFD) or U+0000 makes the packet malformed
+  // [MQTT-1.5.4-1] [MQTT-1.5.4-2]; an empty topic without a Topic Alias is a Protocol Error (5.0
+  // section 3.3.2.1, 3.1.1 [MQTT-4.7.3-1]); topic names carry no wildcards [MQTT-3.3.2-2].
+  if (!wellFormed(topic)) return conn.close(RC.MALFORMED_PACKET, 'topic name is not well-formed UTF-8');
+  if (topic === '') return conn.close(RC.PROTOCOL_ERROR, 'empty topic name without topic alias');
+  if (!validTopic(topic)) return conn.close(RC.TOPIC_NAME_INVALID, `invalid topic name "${topic}"`);
 
   if (qos > 0 && conn.inboundUnacked >= broker.options.receiveMaximum) {
     // More unacknowledged QoS 1/2 publishes than our Receive Maximum [MQTT-3.3.4-9].

@@ -3,7 +3,7 @@ import type { QoS, SubscriptionRecord } from '../../persistence/types.js';
 import type { Connection } from '../connection.js';
 import { RC } from '../reason-codes.js';
 import { parseShared } from '../router.js';
-import { validFilter } from '../topic-tree.js';
+import { validFilter, wellFormed } from '../topic-tree.js';
 
 /**
  * SUBSCRIBE: each filter is validated and granted (or refused) on its own; a subscription to an
@@ -14,6 +14,14 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
   const broker = conn.broker;
   const session = conn.session!;
   const v5 = conn.protocolVersion === 5;
+  // At least one filter [MQTT-3.8.3-3] (5.0: [MQTT-3.8.3-2]) and a non-zero Packet Identifier
+  // [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3]); a filter with ill-formed UTF-8 (U+FFFD once parsed) or
+  // U+0000 makes the packet malformed [MQTT-1.5.4-1] [MQTT-1.5.4-2].
+  if (packet.subscriptions.length === 0) return conn.close(RC.PROTOCOL_ERROR, 'SUBSCRIBE without filters');
+  if (packet.messageId === 0) return conn.close(RC.PROTOCOL_ERROR, 'SUBSCRIBE with packet identifier 0');
+  if (packet.subscriptions.some((s) => !wellFormed(s.topic))) {
+    return conn.close(RC.MALFORMED_PACKET, 'topic filter is not well-formed UTF-8');
+  }
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (subscriptionId === 0) return conn.close(RC.PROTOCOL_ERROR, 'subscription identifier 0');
   const codes: number[] = [];
@@ -24,7 +32,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
     const filter = shared ? shared.filter : s.topic;
     // A share name is non-empty and free of wildcards and `/` [MQTT-4.8.2-1] [MQTT-4.8.2-2].
     const shareOk = !shared || (shared.group.length > 0 && !/[+#/]/.test(shared.group));
-    if (!validFilter(filter) || !shareOk || s.topic.includes('\uFFFD')) {
+    if (!validFilter(filter) || !shareOk) {
       codes.push(v5 ? RC.TOPIC_FILTER_INVALID : 0x80);
       continue;
     }

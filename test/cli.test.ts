@@ -1,0 +1,191 @@
+/**
+ * The command line entry point, run as a child process from the built output (the test command
+ * builds with `tsc` before vitest runs): flags, the pino JSON log on stdout, a real client
+ * session, and a clean SIGTERM shutdown.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULTS } from '../broker/options.js';
+import { connect, nextMessages, onCleanup, once } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../broker/cli.ts', import.meta.url));
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+interface Run {
+  child: ChildProcess;
+  lines: LogLine[];
+  stderr: () => string;
+  /** Resolves with the first stdout JSON line matching, already seen or still to come. */
+  line: (pred: (l: LogLine) => boolean) => Promise<LogLine>;
+  /** Resolves once the process has exited and its output is fully read. */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function run(args: string[]): Run {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  onCleanup(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const lines: LogLine[] = [];
+  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  let stdoutText = '';
+  let stderrText = '';
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    stdoutText += `${text}\n`;
+    let l: LogLine;
+    try {
+      l = JSON.parse(text);
+    } catch {
+      return; // --help and the like are plain text
+    }
+    lines.push(l);
+    for (const w of [...waiters]) {
+      if (w.pred(l)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderrText += d.toString();
+  });
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    lines,
+    stderr: () => stderrText,
+    line: (pred) => {
+      const seen = lines.find(pred);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        waiters.push({ pred, resolve });
+        void done.then(() =>
+          reject(
+            new Error(`exited before the expected log line; stdout:\n${stdoutText}\nstderr:\n${stderrText}`),
+          ),
+        );
+      });
+    },
+    done,
+  };
+}
+
+/** stdout of a run that ends by itself. */
+async function output(args: string[]) {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const code = await once<number | null>(child, 'close');
+  return { code, stdout, stderr };
+}
+
+/** Every flag FLAGS declares in broker/cli.ts (its top-level keys). */
+function declaredFlags(): string[] {
+  const src = readFileSync(SOURCE, 'utf8');
+  const block = src.slice(src.indexOf('const FLAGS = {'), src.indexOf('} as const;'));
+  return [...block.matchAll(/^ {2}'?([a-z][a-z-]*)'?: \{/gm)].map((m) => m[1]);
+}
+
+beforeAll(() => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with "npx tsc -p tsconfig.json"`);
+});
+
+describe('heron CLI', () => {
+  it('--port 0 binds a free port, logs it, serves clients and shuts down cleanly on SIGTERM', async () => {
+    // --ws-port 0 disables the WebSocket listener, which otherwise takes the fixed port 8083.
+    const r = run(['--port', '0', '--host', '127.0.0.1', '--ws-port', '0']);
+    const listening = await r.line((l) => l.msg === 'listening' && l.transport === 'tcp');
+    expect(listening).toMatchObject({ level: 30, name: 'heron', host: '127.0.0.1' });
+    const port = listening.port as number;
+    expect(Number.isInteger(port) && port > 0).toBe(true);
+    expect(r.lines.filter((l) => l.msg === 'listening').map((l) => l.transport)).toEqual(['tcp']);
+
+    const url = `mqtt://127.0.0.1:${port}`;
+    const sub = await connect(url, { protocolVersion: 5, clientId: 'cli-sub' });
+    const pub = await connect(url, { clientId: 'cli-pub' });
+    await r.line((l) => l.msg === 'client connected' && l.clientId === 'cli-pub');
+    await sub.subscribeAsync('cli/+', { qos: 1 });
+    const got = nextMessages(sub, 1);
+    await pub.publishAsync('cli/test', 'through the CLI', { qos: 1 });
+    expect((await got)[0]).toMatchObject({ topic: 'cli/test', payload: 'through the CLI' });
+
+    // The 5.0 client is told why it is disconnected: 0x8B Server shutting down.
+    const told = new Promise<{ reasonCode?: number }>((resolve) => sub.once('disconnect', resolve));
+    r.child.kill('SIGTERM');
+    expect((await told).reasonCode).toBe(0x8b);
+    const exit = await r.done;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(r.lines.find((l) => l.msg === 'shutting down')).toMatchObject({ level: 30, signal: 'SIGTERM' });
+    // Nothing at warn level or above, and nothing on stderr.
+    expect(r.lines.filter((l) => l.level >= 40)).toEqual([]);
+    expect(r.stderr()).toBe('');
+
+    // The port is released.
+    const probe = netConnect(port, '127.0.0.1');
+    onCleanup(() => probe.destroy());
+    const err = await once<NodeJS.ErrnoException>(probe, 'error');
+    expect(err.code).toBe('ECONNREFUSED');
+  });
+
+  it('--help prints every flag with its default and exits 0', async () => {
+    const { code, stdout, stderr } = await output(['--help']);
+    expect(code).toBe(0);
+    expect(stderr).toBe('');
+    expect(stdout).toMatch(/^Usage: heron \[options\]/);
+    const printed = new Map<string, string>();
+    for (const m of stdout.matchAll(/^ {2}--([a-z-]+) .*\(default: ([^)]*)\)$/gm)) printed.set(m[1], m[2]);
+    const optionLines = stdout.split('\n').filter((l) => l.startsWith('  --'));
+    // Every option line carries a default, and every declared flag is printed.
+    expect(optionLines.length).toBe(printed.size);
+    expect([...printed.keys()].sort()).toEqual(declaredFlags().sort());
+    expect(Object.fromEntries(printed)).toMatchObject({
+      port: String(DEFAULTS.port),
+      host: 'none',
+      'ws-port': String(DEFAULTS.wsPort),
+      'ws-path': DEFAULTS.wsPath,
+      'tls-port': String(DEFAULTS.tlsPort),
+      'wss-port': String(DEFAULTS.wssPort),
+      'log-level': DEFAULTS.logLevel,
+      'max-inflight': String(DEFAULTS.maxInflight),
+      'max-queued': String(DEFAULTS.maxQueued),
+      'receive-maximum': String(DEFAULTS.receiveMaximum),
+      'max-packet-size': String(DEFAULTS.maxPacketSize),
+      'max-keepalive': String(DEFAULTS.maxKeepalive),
+      'topic-alias-maximum': String(DEFAULTS.topicAliasMaximum),
+      help: 'off',
+    });
+  });
+
+  it('an unknown flag exits 2 with a message and the usage, without starting', async () => {
+    const { code, stdout, stderr } = await output(['--port', '0', '--ws-port', '0', '--no-such-flag']);
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(/^heron: .*'--no-such-flag'/);
+    expect(stderr).toContain('Usage: heron [options]');
+  });
+
+  it('a non-numeric port exits 2 with a message', async () => {
+    const { code, stderr } = await output(['--port', 'abc', '--ws-port', '0']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--port must be a non-negative integer, got "abc"');
+  });
+});
