@@ -66,6 +66,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private droppedCount = 0;
   private lastDropLog = 0;
   private readonly expiryTimers = new Map<Session, { cancel(): void }>();
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(opts: BrokerOptions = {}) {
     super();
@@ -75,6 +76,22 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.hooks = opts.hooks ?? {};
     this.retained = new RetainedStore(this.persistence);
     this.wills = new WillScheduler(this);
+    // One timer for every connection's keep-alive and CONNECT deadline, instead of one each.
+    this.sweeper = setInterval(() => this.sweep(), 250);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const connectDeadline = now - this.options.connectTimeout * 1000;
+    for (const c of this.connections) {
+      if (c.state === 'connected') {
+        if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs)
+          c.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout');
+      } else if (c.state === 'new' && c.createdAt < connectDeadline) {
+        c.close(undefined, 'no CONNECT in time', false);
+      }
+    }
   }
 
   /** Opens persistence and restores state once; listen() calls it. */
@@ -257,7 +274,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.get(session)?.cancel();
     this.expiryTimers.delete(session);
     for (const filter of session.subscriptions.keys()) this.router.remove(session, filter);
-    session.subscriptions.clear();
+    session.clearSubscriptions();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     this.persistence.deleteSession(session.clientId);
     this.wills.fire(session.clientId);
@@ -299,7 +316,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for await (const { clientId, sub } of p.listSubscriptions()) {
       const session = this.sessions.get(clientId);
       if (!session) continue;
-      session.subscriptions.set(sub.filter, sub);
+      session.addSubscription(sub);
       this.router.add(session, sub);
     }
     for await (const w of p.listWills()) this.wills.restore(w);
@@ -312,10 +329,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
   async close(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    clearInterval(this.sweeper);
     const stopped = Promise.all(this.transports.map((t) => t.close()));
     this.transports = [];
-    for (const c of [...this.connections]) c.close(RC.SERVER_SHUTTING_DOWN, 'broker shutting down', false);
+    const open = [...this.connections];
+    for (const c of open) c.close(RC.SERVER_SHUTTING_DOWN, 'broker shutting down', false);
+    // Peers that do not close their side within half a second are cut, so close() cannot hang.
+    const cut = setTimeout(() => {
+      for (const c of open) c.stream.destroy();
+    }, 500);
     await stopped;
+    clearTimeout(cut);
     for (const t of this.expiryTimers.values()) t.cancel();
     this.expiryTimers.clear();
     this.wills.stop();

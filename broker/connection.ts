@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { BufferList } from 'bl';
 import {
   parser as createParser,
   generate,
@@ -37,6 +38,32 @@ type State = 'new' | 'connecting' | 'connected' | 'closing' | 'closed';
 const V5 = { protocolVersion: 5 };
 const V4 = { protocolVersion: 4 };
 
+// Listeners are shared functions that find their connection through the emitter, rather than
+// closures per connection: an idle connection is mostly the socket and a few small objects.
+const kConn = Symbol('heron.connection');
+type Owned = { [kConn]: Connection };
+
+function onStreamData(this: Owned, chunk: Buffer): void {
+  this[kConn].onData(chunk);
+}
+function onStreamError(this: Owned, err: Error): void {
+  const c = this[kConn];
+  c.broker.log.debug({ clientId: c.clientId, err: err.message }, 'socket error');
+  c.terminate('socket error');
+}
+function onStreamEnd(this: Owned): void {
+  this[kConn].terminate('connection closed by client');
+}
+function onStreamClose(this: Owned): void {
+  this[kConn].terminate('connection closed');
+}
+function onParserPacket(this: Owned, p: Packet): void {
+  this[kConn].onPacket(p);
+}
+function onParserError(this: Owned, err: Error): void {
+  this[kConn].onParseError(err);
+}
+
 function uncork(c: Connection): void {
   c.corked = false;
   c.stream.uncork();
@@ -67,9 +94,12 @@ export class Connection {
   inboundUnacked = 0;
   corked = false;
   private backlog: Packet[] | null = null;
-  private keepaliveTimer: NodeJS.Timeout | undefined;
   private paused = false;
-  readonly connectedAt = Date.now();
+  /** Epoch ms of the stream's creation and of the last bytes received (for the keep-alive sweep). */
+  readonly createdAt = Date.now();
+  lastSeen = this.createdAt;
+  /** 1.5 times the keep-alive, in ms; 0 = no keep-alive. */
+  keepaliveMs = 0;
 
   constructor(
     readonly broker: Broker,
@@ -77,16 +107,19 @@ export class Connection {
     readonly info: ConnectionInfo,
   ) {
     this.outboundWindow = broker.options.maxInflight;
-    this.parser = createParser();
-    this.parser.on('packet', (p: Packet) => this.onPacket(p));
-    this.parser.on('error', (err: Error) => this.onParseError(err));
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('error', (err: Error) => {
-      broker.log.debug({ clientId: this.clientId, err: err.message }, 'socket error');
-      this.terminate('socket error');
-    });
-    stream.on('end', () => this.terminate('connection closed by client'));
-    stream.on('close', () => this.terminate('connection closed'));
+    const parser = createParser();
+    // mqtt-packet buffers input in a bl stream (a full Duplex); the plain BufferList has the same
+    // read API at a fraction of the memory per connection.
+    (parser as unknown as { _list: unknown })._list = new BufferList();
+    this.parser = parser;
+    (parser as unknown as Owned)[kConn] = this;
+    (stream as unknown as Owned)[kConn] = this;
+    parser.on('packet', onParserPacket);
+    parser.on('error', onParserError);
+    stream.on('data', onStreamData);
+    stream.on('error', onStreamError);
+    stream.on('end', onStreamEnd);
+    stream.on('close', onStreamClose);
   }
 
   get clientInfo(): ClientInfo {
@@ -105,9 +138,9 @@ export class Connection {
     return this.state === 'closing' || this.state === 'closed';
   }
 
-  private onData(chunk: Buffer): void {
+  onData(chunk: Buffer): void {
     if (this.closing) return;
-    this.keepaliveTimer?.refresh();
+    this.lastSeen = Date.now();
     try {
       this.parser.parse(chunk);
     } catch (err) {
@@ -119,7 +152,7 @@ export class Connection {
     if (len > 0 && !this.closing && packetSize(len) > this.broker.options.maxPacketSize) this.tooLarge();
   }
 
-  private onPacket(packet: Packet): void {
+  onPacket(packet: Packet): void {
     if (this.closing) return;
     if (packet.length !== undefined && packetSize(packet.length) > this.broker.options.maxPacketSize) {
       this.tooLarge();
@@ -154,7 +187,7 @@ export class Connection {
     if (backlog) for (const p of backlog) this.onPacket(p);
   }
 
-  private onParseError(err: Error): void {
+  onParseError(err: Error): void {
     if (this.closing) return;
     this.broker.log.debug({ clientId: this.clientId, err: err.message }, 'malformed packet');
     if (this.state === 'new' && err.message === 'Invalid protocol version') {
@@ -175,14 +208,10 @@ export class Connection {
   }
 
   startKeepalive(seconds: number): void {
+    // A client silent for 1.5 times its keep-alive is disconnected [MQTT-3.1.2-24]; the broker's
+    // sweep checks lastSeen against this.
     this.keepalive = seconds;
-    if (seconds === 0) return;
-    // A client silent for 1.5 times its keep-alive is disconnected [MQTT-3.1.2-22].
-    this.keepaliveTimer = setTimeout(
-      () => this.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout'),
-      seconds * 1500,
-    );
-    this.keepaliveTimer.unref();
+    this.keepaliveMs = seconds * 1500;
   }
 
   /** Sends any non-PUBLISH packet, encoded for this connection's protocol version. */
@@ -291,7 +320,7 @@ export class Connection {
   }
 
   /** The transport ended: clean up without writing anything. */
-  private terminate(why: string): void {
+  terminate(why: string): void {
     if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
     this.state = 'closed';
     if (!this.stream.destroyed) this.stream.destroy();
@@ -299,7 +328,6 @@ export class Connection {
 
   private finish(why: string, fireWill: boolean): void {
     if (this.state !== 'closed' && this.state !== 'closing') this.state = 'closing';
-    clearTimeout(this.keepaliveTimer);
     this.backlog = null;
     this.broker.connectionEnded(this, why, fireWill);
   }

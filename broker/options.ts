@@ -38,6 +38,8 @@ export interface BrokerOptions {
   outboundTopicAliases?: number;
   /** Upper bound on the keep-alive a client may ask for, in seconds; 0 = no bound. */
   maxKeepalive?: number;
+  /** Seconds a new connection may take to complete CONNECT before it is closed. */
+  connectTimeout?: number;
   /** Subscriptions one client may hold. */
   maxSubscriptionsPerClient?: number;
   /** Bytes buffered toward a client beyond which QoS 0 messages to it are dropped. */
@@ -71,6 +73,7 @@ export const DEFAULTS = {
   topicAliasMaximum: 64,
   outboundTopicAliases: 64,
   maxKeepalive: 0,
+  connectTimeout: 10,
   maxSubscriptionsPerClient: 10000,
   maxWriteBuffer: 4 * 1024 * 1024,
 } as const;
@@ -93,6 +96,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     topicAliasMaximum: clamp(o.topicAliasMaximum ?? DEFAULTS.topicAliasMaximum, 0, 65535),
     outboundTopicAliases: clamp(o.outboundTopicAliases ?? DEFAULTS.outboundTopicAliases, 0, 65535),
     maxKeepalive: clamp(o.maxKeepalive ?? DEFAULTS.maxKeepalive, 0, 65535),
+    connectTimeout: Math.max(1, o.connectTimeout ?? DEFAULTS.connectTimeout),
     maxSubscriptionsPerClient: Math.max(1, o.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient),
     maxWriteBuffer: Math.max(1024, o.maxWriteBuffer ?? DEFAULTS.maxWriteBuffer),
   };

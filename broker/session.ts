@@ -4,20 +4,25 @@ import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
 import { isExpired, type Message, nextSeq } from './message.js';
 
+// Shared empty collections: an idle session allocates none until it needs one.
+const NO_SUBS: ReadonlyMap<string, SubscriptionRecord> = new Map();
+const NO_INFLIGHT = new Map<number, OutgoingRecord>(); // never written: replaced on first use
+const NO_IDS: ReadonlySet<number> = new Set();
+
 /**
  * The state of one client identifier that outlives a connection: subscriptions, the outbound
  * inflight window and the ordered queue behind it, inbound QoS 2 packet ids, and expiry.
  */
 export class Session {
   conn: Connection | null = null;
-  readonly subscriptions = new Map<string, SubscriptionRecord>();
+  subscriptions: ReadonlyMap<string, SubscriptionRecord> = NO_SUBS;
   /** Sent and unacknowledged, by packet id, in send order. */
-  readonly inflight = new Map<number, OutgoingRecord>();
+  inflight: Map<number, OutgoingRecord> = NO_INFLIGHT;
   /** Waiting for room in the inflight window, in order. */
   private queue: OutgoingRecord[] = [];
   private queueHead = 0;
   /** Inbound QoS 2 packet ids awaiting PUBREL. */
-  readonly incoming = new Set<number>();
+  incoming: ReadonlySet<number> = NO_IDS;
   /** False for a session restored from persistence whose messages are still only on disk. */
   loaded = true;
   private loading: Promise<void> | null = null;
@@ -46,6 +51,31 @@ export class Session {
 
   get queued(): number {
     return this.queue.length - this.queueHead;
+  }
+
+  addSubscription(rec: SubscriptionRecord): void {
+    if (this.subscriptions === NO_SUBS) this.subscriptions = new Map();
+    (this.subscriptions as Map<string, SubscriptionRecord>).set(rec.filter, rec);
+  }
+
+  removeSubscription(filter: string): boolean {
+    return (
+      this.subscriptions !== NO_SUBS && (this.subscriptions as Map<string, SubscriptionRecord>).delete(filter)
+    );
+  }
+
+  clearSubscriptions(): void {
+    this.subscriptions = NO_SUBS;
+  }
+
+  /** Inbound QoS 2 packet id received, awaiting PUBREL. */
+  rememberIncoming(id: number): void {
+    if (this.incoming === NO_IDS) this.incoming = new Set();
+    (this.incoming as Set<number>).add(id);
+  }
+
+  forgetIncoming(id: number): boolean {
+    return this.incoming !== NO_IDS && (this.incoming as Set<number>).delete(id);
   }
 
   /** Whether a message delivered now would be sent at once rather than queued. */
@@ -93,6 +123,7 @@ export class Session {
     }
     const packetId = this.allocPacketId();
     const sent: OutgoingRecord = { ...rec, state: 'inflight', packetId };
+    if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
     this.inflight.set(packetId, sent);
     if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, sent);
     if (!conn.sendPublish(rec.message, rec.qos, rec.retain, false, packetId, rec.subscriptionIds, cache))
@@ -199,7 +230,7 @@ export class Session {
         this.broker.persistence.getOutgoing(this.clientId),
         this.broker.persistence.getIncoming(this.clientId),
       ]);
-      for (const id of incoming) this.incoming.add(id);
+      for (const id of incoming) this.rememberIncoming(id);
       // Messages that arrived while loading were queued in memory and may also be in `stored`.
       const bySeq = new Map<number, OutgoingRecord>();
       for (const rec of stored) bySeq.set(rec.seq, rec);
@@ -207,7 +238,10 @@ export class Session {
       const queue: OutgoingRecord[] = [];
       for (const rec of [...bySeq.values()].sort((a, b) => a.seq - b.seq)) {
         if (rec.state === 'queued' || rec.packetId === undefined) queue.push(rec);
-        else this.inflight.set(rec.packetId, rec);
+        else {
+          if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
+          this.inflight.set(rec.packetId, rec);
+        }
       }
       this.queue = queue;
       this.queueHead = 0;

@@ -95,7 +95,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const remember = qos === 2 && reasonCode < 0x80;
   if (qos === 1 || remember) conn.inboundUnacked++;
   if (remember) {
-    session.incoming.add(id);
+    session.rememberIncoming(id);
     if (session.persistent) broker.persistence.addIncoming(session.clientId, id);
   }
   const cmd = qos === 1 ? ('puback' as const) : ('pubrec' as const);

@@ -9,7 +9,7 @@ import { RC } from '../reason-codes.js';
 export function handlePubrel(conn: Connection, packet: IPubrelPacket): void {
   const session = conn.session!;
   const id = packet.messageId!;
-  const known = session.incoming.delete(id);
+  const known = session.forgetIncoming(id);
   if (known) {
     if (session.persistent) conn.broker.persistence.deleteIncoming(session.clientId, id);
     if (conn.inboundUnacked > 0) conn.inboundUnacked--;

@@ -55,7 +55,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
       if (s.rh) rec.retainHandling = s.rh as 1 | 2;
       if (subscriptionId !== undefined) rec.subscriptionId = subscriptionId;
     }
-    session.subscriptions.set(s.topic, rec);
+    session.addSubscription(rec);
     broker.router.add(session, rec);
     if (session.persistent) broker.persistence.putSubscription(session.clientId, rec);
     codes.push(qos);

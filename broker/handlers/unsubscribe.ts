@@ -17,7 +17,7 @@ export function handleUnsubscribe(conn: Connection, packet: IUnsubscribePacket):
   }
   const codes: number[] = [];
   for (const filter of packet.unsubscriptions) {
-    if (session.subscriptions.delete(filter)) {
+    if (session.removeSubscription(filter)) {
       broker.router.remove(session, filter);
       if (session.persistent) broker.persistence.deleteSubscription(session.clientId, filter);
       codes.push(RC.SUCCESS);

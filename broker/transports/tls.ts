@@ -45,11 +45,8 @@ export async function listenTls(
   host: string | undefined,
   o: TlsOptions,
 ): Promise<Transport> {
-  const sockets = new Set<TLSSocket>();
   const server = createServer(tlsServerOptions(o), (socket) => {
     socket.setNoDelay(true);
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
     broker.handle(socket, {
       transport: 'tls',
       remoteAddress: socket.remoteAddress,
@@ -69,12 +66,7 @@ export async function listenTls(
   return {
     name: 'tls',
     port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        setTimeout(() => {
-          for (const s of sockets) s.destroy();
-        }, 500).unref();
-      }),
+    // Resolves once every socket is gone; the broker ends them.
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
