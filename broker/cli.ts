@@ -67,6 +67,11 @@ const FLAGS = {
     default: String(DEFAULTS.maxKeepalive),
     help: 'largest keep-alive a client may use, seconds (0 = no limit)',
   },
+  'connect-timeout': {
+    type: 'string',
+    default: String(DEFAULTS.connectTimeout),
+    help: 'seconds a new connection may take to send CONNECT',
+  },
   'topic-alias-maximum': {
     type: 'string',
     default: String(DEFAULTS.topicAliasMaximum),
@@ -137,6 +142,7 @@ async function main(): Promise<void> {
     receiveMaximum: int('receive-maximum', s('receive-maximum')),
     maxPacketSize: int('max-packet-size', s('max-packet-size')),
     maxKeepalive: int('max-keepalive', s('max-keepalive')),
+    connectTimeout: int('connect-timeout', s('connect-timeout')),
     topicAliasMaximum: int('topic-alias-maximum', s('topic-alias-maximum')),
   });
   try {
