@@ -1,0 +1,674 @@
+/**
+ * LevelPersistence: the durable backend, on LevelDB through `level` (classic-level).
+ *
+ * Key layout. Keys and values are UTF-8 strings; `␀` below is the byte 0x00, which MQTT forbids in
+ * client ids, topics and filters ([MQTT-1.5.4-2] in 5.0, [MQTT-1.5.3-2] in 3.1.1; the mutations throw
+ * a TypeError on one), so a prefix scan of `u␀abc␀` never reaches client `abcd`. Values are JSON;
+ * Buffers (payload, correlationData) are base64 strings.
+ *
+ *   meta␀version               1 (the format version, written on first open)
+ *   s␀<clientId>               session: {clientId, protocolVersion, expiryInterval, disconnectedAt?}
+ *   u␀<clientId>␀<filter>      subscription: {filter, qos, noLocal?, retainAsPublished?, retainHandling?,
+ *                              subscriptionId?}
+ *   o␀<clientId>␀<seq>         outgoing reference, <seq> zero-padded to 16 digits so that key order is
+ *                              seq order: {m: messageId, s: state, q: qos, r: retain, p?: packetId,
+ *                              i?: subscriptionIds} (small: the body is not in it)
+ *   m␀<messageId>              message body, stored once for every o␀ record that references it:
+ *                              {id, topic, payload: base64, qos, retain, properties?, expiresAt?},
+ *                              properties.correlationData as base64
+ *   i␀<clientId>␀<packetId>    inbound QoS 2 packet id awaiting PUBREL, <packetId> zero-padded to 5
+ *                              digits; empty value
+ *   r␀<topic>                  retained message, body inline (same JSON as m␀)
+ *   w␀<clientId>               will: {fireAt, message} (message as in m␀)
+ *
+ * Bodies are reference-counted in memory: a map messageId → number of o␀ records, plus per client a
+ * map seq → messageId (needed to release the old body when a seq is replaced or a session deleted).
+ * Both are rebuilt at open by scanning the o␀ records (small values, no bodies); bodies nobody
+ * references and references whose body is missing are deleted at open. Memory cost: one map entry
+ * per queued outgoing record and one per distinct queued message, never a payload.
+ *
+ * Writes: mutations are synchronous and append to a pending batch; the first one in a tick schedules a
+ * flush (setImmediate), which writes the whole batch as one atomic LevelDB batch (`{ sync: true }`
+ * when the `sync` option is set). One batch is in flight at a time; what arrives meanwhile forms the
+ * next. deleteSession queues range clears for the client's u␀ and i␀ keys, expanded into deletes when
+ * the batch is written (keys on disk plus keys put earlier in the same batch).
+ * `whenDurable` callbacks ride on the batch that holds the writes issued before them. Reads wait for
+ * the pending and in-flight batches, so they observe every mutation issued before them. After a
+ * failed write the store refuses further work and reports that error: the in-memory reference
+ * counts may no longer match the disk, so the broker must stop and reopen.
+ */
+import { readdir } from 'node:fs/promises';
+import { Level } from 'level';
+import type {
+  OutgoingRecord,
+  OutgoingState,
+  Persistence,
+  SessionRecord,
+  StoredMessage,
+  SubscriptionRecord,
+  WillRecord,
+} from './types.js';
+
+/** The on-disk format this code reads and writes. */
+export const FORMAT_VERSION = 1;
+
+export interface LevelPersistenceOptions {
+  /** Directory of the LevelDB database; created if missing. */
+  dir: string;
+  /** Write every batch with fsync (survives an OS crash, not just a process crash). Default false. */
+  sync?: boolean;
+}
+
+const SEP = '\x00';
+/** The byte after SEP: `<prefix>␀` … `<prefix>\x01` bounds a prefix scan. */
+const END = '\x01';
+const VERSION_KEY = `meta${SEP}version`;
+const SEQ_WIDTH = 16;
+const PID_WIDTH = 5;
+
+type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
+/** Delete every key in [gte, lt): expanded into del ops when the batch is written. */
+type ClearOp = { type: 'clear'; gte: string; lt: string };
+type PendingOp = Op | ClearOp;
+type Callback = (err?: Error) => void;
+
+interface EncodedMessage {
+  id: string;
+  topic: string;
+  payload: string;
+  qos: StoredMessage['qos'];
+  retain: boolean;
+  properties?: Record<string, unknown>;
+  expiresAt?: number;
+}
+
+interface EncodedOutgoing {
+  m: string;
+  s: OutgoingState;
+  q: OutgoingRecord['qos'];
+  r: boolean;
+  p?: number;
+  i?: number[];
+}
+
+function encodeMessage(msg: StoredMessage): EncodedMessage {
+  const enc: EncodedMessage = {
+    id: msg.id,
+    topic: msg.topic,
+    payload: msg.payload.toString('base64'),
+    qos: msg.qos,
+    retain: msg.retain,
+  };
+  if (msg.properties) {
+    const props: Record<string, unknown> = { ...msg.properties };
+    if (msg.properties.correlationData)
+      props.correlationData = msg.properties.correlationData.toString('base64');
+    enc.properties = props;
+  }
+  if (msg.expiresAt !== undefined) enc.expiresAt = msg.expiresAt;
+  return enc;
+}
+
+function decodeMessage(enc: EncodedMessage): StoredMessage {
+  const msg: StoredMessage = {
+    id: enc.id,
+    topic: enc.topic,
+    payload: Buffer.from(enc.payload, 'base64'),
+    qos: enc.qos,
+    retain: enc.retain,
+  };
+  if (enc.properties) {
+    const props = { ...enc.properties } as NonNullable<StoredMessage['properties']>;
+    if (typeof enc.properties.correlationData === 'string') {
+      props.correlationData = Buffer.from(enc.properties.correlationData, 'base64');
+    }
+    msg.properties = props;
+  }
+  if (enc.expiresAt !== undefined) msg.expiresAt = enc.expiresAt;
+  return msg;
+}
+
+function checkName(what: string, s: string): void {
+  if (s.includes(SEP)) throw new TypeError(`${what} must not contain U+0000: ${JSON.stringify(s)}`);
+}
+
+function checkSeq(seq: number): void {
+  if (!Number.isSafeInteger(seq) || seq < 0)
+    throw new RangeError(`outgoing seq must be a safe integer >= 0: ${seq}`);
+}
+
+const sessionKey = (clientId: string) => `s${SEP}${clientId}`;
+const willKey = (clientId: string) => `w${SEP}${clientId}`;
+const subKey = (clientId: string, filter: string) => `u${SEP}${clientId}${SEP}${filter}`;
+const outKey = (clientId: string, seq: number) =>
+  `o${SEP}${clientId}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
+const inKey = (clientId: string, packetId: number) =>
+  `i${SEP}${clientId}${SEP}${String(packetId).padStart(PID_WIDTH, '0')}`;
+const bodyKey = (id: string) => `m${SEP}${id}`;
+const retainedKey = (topic: string) => `r${SEP}${topic}`;
+/** Bounds of every key under `<parts joined by SEP>␀`. */
+const range = (...parts: string[]) => {
+  const p = parts.join(SEP);
+  return { gte: p + SEP, lt: p + END };
+};
+
+function errCode(e: unknown): string | undefined {
+  return (e as { code?: string } | null)?.code;
+}
+
+export class LevelPersistence implements Persistence {
+  readonly dir: string;
+  private readonly sync: boolean;
+  /** Created by open(): a Level instance opens itself on the next tick once constructed. */
+  private db!: Level<string, string>;
+  private state: 'new' | 'opening' | 'open' | 'closing' | 'closed' = 'new';
+  private failed: Error | undefined;
+
+  /** messageId → number of o␀ records referencing its body. */
+  private refs = new Map<string, number>();
+  /** clientId → seq → messageId of its o␀ records. */
+  private outIndex = new Map<string, Map<number, string>>();
+
+  private pending: PendingOp[] = [];
+  private pendingCbs: Callback[] = [];
+  private scheduled = false;
+  private inflight: { cbs: Callback[] } | null = null;
+  private batches = 0;
+
+  constructor(opts: LevelPersistenceOptions) {
+    this.dir = opts.dir;
+    this.sync = opts.sync ?? false;
+  }
+
+  /** Number of `db.batch()` writes done by the flush loop since open (for tests and metrics). */
+  get batchesWritten(): number {
+    return this.batches;
+  }
+
+  /** Distinct message bodies currently referenced, and references to them (for tests and metrics). */
+  bodyStats(): { bodies: number; references: number } {
+    let references = 0;
+    for (const n of this.refs.values()) references += n;
+    return { bodies: this.refs.size, references };
+  }
+
+  async open(): Promise<void> {
+    if (this.state === 'open') return;
+    if (this.state !== 'new' && this.state !== 'closed') {
+      throw new Error(`LevelPersistence(${this.dir}) is ${this.state}: wait for it before opening`);
+    }
+    this.state = 'opening';
+    this.failed = undefined;
+    this.refs.clear();
+    this.outIndex.clear();
+    try {
+      await this.checkDir();
+      this.db = new Level<string, string>(this.dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+      try {
+        await this.db.open({ createIfMissing: true });
+      } catch (e) {
+        throw this.openError(e);
+      }
+      try {
+        await this.checkVersion();
+        await this.rebuild();
+      } catch (e) {
+        await this.db.close().catch(() => {});
+        throw e;
+      }
+      this.state = 'open';
+    } catch (e) {
+      this.state = 'closed';
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'closing'; // mutations now throw; what is queued is still written
+    if (this.pending.length || this.inflight) {
+      await new Promise<void>((resolve) => this.whenDurable(() => resolve()));
+    }
+    try {
+      await this.db.close();
+    } finally {
+      this.state = 'closed';
+      this.refs.clear();
+      this.outIndex.clear();
+    }
+  }
+
+  /** Refuses a non-empty directory that holds no LevelDB database: never scribble into a wrong dir. */
+  private async checkDir(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (e) {
+      if (errCode(e) === 'ENOENT') return;
+      throw new Error(`cannot read data dir ${this.dir}: ${(e as Error).message}`, { cause: e });
+    }
+    if (names.length > 0 && !names.includes('CURRENT')) {
+      throw new Error(
+        `data dir ${this.dir} is not empty and holds no LevelDB database (no CURRENT file, found ${names.slice(0, 5).join(', ')}); ` +
+          'point Heron at an empty or Heron-owned directory',
+      );
+    }
+  }
+
+  private openError(e: unknown): Error {
+    const cause = (e as { cause?: unknown }).cause ?? e;
+    const code = errCode(cause);
+    const detail = (cause as Error)?.message ?? String(cause);
+    if (code === 'LEVEL_LOCKED') {
+      return new Error(
+        `data dir ${this.dir} is locked: another Heron process, or another LevelPersistence in this ` +
+          `process, has it open (${detail})`,
+        { cause: e },
+      );
+    }
+    if (code === 'LEVEL_CORRUPTION') {
+      return new Error(
+        `data dir ${this.dir} is corrupt (${detail}); restore it from a backup or move it aside`,
+        {
+          cause: e,
+        },
+      );
+    }
+    return new Error(`cannot open data dir ${this.dir}: ${detail}`, { cause: e });
+  }
+
+  private corrupt(what: string, cause?: unknown): Error {
+    return new Error(`data dir ${this.dir} is corrupt: ${what}; restore it from a backup or move it aside`, {
+      cause,
+    });
+  }
+
+  private async checkVersion(): Promise<void> {
+    const raw = await this.readForOpen(() => this.db.get(VERSION_KEY));
+    if (raw === undefined) {
+      let empty = true;
+      for await (const _ of this.db.keys({ limit: 1 })) empty = false;
+      if (!empty) {
+        throw new Error(
+          `data dir ${this.dir} holds a LevelDB database that Heron did not write (no format version key)`,
+        );
+      }
+      await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
+      return;
+    }
+    const version = Number(raw);
+    if (!Number.isSafeInteger(version)) throw this.corrupt(`format version is ${JSON.stringify(raw)}`);
+    if (version !== FORMAT_VERSION) {
+      throw new Error(
+        `data dir ${this.dir} was written by format version ${version}; this Heron reads version ${FORMAT_VERSION}`,
+      );
+    }
+  }
+
+  private async readForOpen<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (errCode(e) === 'LEVEL_CORRUPTION') throw this.corrupt((e as Error).message, e);
+      throw e;
+    }
+  }
+
+  /** Rebuilds the reference counts from the o␀ records; deletes orphan bodies and dangling references. */
+  private async rebuild(): Promise<void> {
+    const ops: Op[] = [];
+    await this.readForOpen(async () => {
+      for await (const [key, value] of this.db.iterator({ gte: `o${SEP}`, lt: `o${END}` })) {
+        const sep = key.length - SEQ_WIDTH - 1;
+        const seq = Number(key.slice(sep + 1));
+        if (key[sep] !== SEP || !Number.isSafeInteger(seq))
+          throw this.corrupt(`bad outgoing key ${JSON.stringify(key)}`);
+        const clientId = key.slice(2, sep);
+        let id: unknown;
+        try {
+          id = (JSON.parse(value) as EncodedOutgoing).m;
+        } catch (e) {
+          throw this.corrupt(`bad outgoing record ${JSON.stringify(key)}`, e);
+        }
+        if (typeof id !== 'string') throw this.corrupt(`bad outgoing record ${JSON.stringify(key)}`);
+        let idx = this.outIndex.get(clientId);
+        if (!idx) {
+          idx = new Map();
+          this.outIndex.set(clientId, idx);
+        }
+        idx.set(seq, id);
+        this.refs.set(id, (this.refs.get(id) ?? 0) + 1);
+      }
+      const missing = new Set(this.refs.keys());
+      for await (const key of this.db.keys({ gte: `m${SEP}`, lt: `m${END}` })) {
+        const id = key.slice(2);
+        if (!missing.delete(id) && !this.refs.has(id)) ops.push({ type: 'del', key });
+      }
+      if (missing.size) {
+        for (const [clientId, idx] of this.outIndex) {
+          for (const [seq, id] of idx) {
+            if (!missing.has(id)) continue;
+            ops.push({ type: 'del', key: outKey(clientId, seq) });
+            idx.delete(seq);
+          }
+          if (idx.size === 0) this.outIndex.delete(clientId);
+        }
+        for (const id of missing) this.refs.delete(id);
+      }
+    });
+    if (ops.length) await this.db.batch(ops, { sync: this.sync });
+  }
+
+  // ---- write path ----------------------------------------------------------------------------
+
+  private assertWritable(): void {
+    if (this.failed) throw this.failed;
+    if (this.state !== 'open') throw new Error(`LevelPersistence(${this.dir}) is not open`);
+  }
+
+  private schedule(): void {
+    if (!this.scheduled && !this.inflight) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private put(key: string, value: string): void {
+    this.pending.push({ type: 'put', key, value });
+    this.schedule();
+  }
+
+  private del(key: string): void {
+    this.pending.push({ type: 'del', key });
+    this.schedule();
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.inflight || this.pending.length === 0) return;
+    const ops = this.pending;
+    const batch = { cbs: this.pendingCbs };
+    this.pending = [];
+    this.pendingCbs = [];
+    this.inflight = batch;
+    this.write(ops).then(
+      () => this.settle(batch.cbs, undefined),
+      (e: unknown) => this.settle(batch.cbs, e instanceof Error ? e : new Error(String(e))),
+    );
+  };
+
+  private settle(cbs: Callback[], err: Error | undefined): void {
+    this.inflight = null;
+    if (err) {
+      this.failed ??= new Error(`writing to data dir ${this.dir} failed: ${err.message}`, { cause: err });
+      const pendingCbs = this.pendingCbs;
+      this.pending = [];
+      this.pendingCbs = [];
+      cbs.push(...pendingCbs);
+    } else {
+      this.batches++;
+    }
+    for (const cb of cbs) {
+      try {
+        cb(err ? this.failed : undefined);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+    if (this.pending.length) this.flush();
+  }
+
+  private async write(pending: PendingOp[]): Promise<void> {
+    let ops: Op[];
+    if (pending.some((op) => op.type === 'clear')) {
+      // A clear covers what is on disk (every earlier batch is written) and what this batch put
+      // before it; puts after it stay, so ops keep their order.
+      ops = [];
+      for (let i = 0; i < pending.length; i++) {
+        const op = pending[i];
+        if (op.type !== 'clear') {
+          ops.push(op);
+          continue;
+        }
+        const keys = new Set<string>();
+        for await (const key of this.db.keys({ gte: op.gte, lt: op.lt })) keys.add(key);
+        for (let j = 0; j < i; j++) {
+          const prev = pending[j];
+          if (prev.type === 'put' && prev.key >= op.gte && prev.key < op.lt) keys.add(prev.key);
+        }
+        for (const key of keys) ops.push({ type: 'del', key });
+      }
+    } else {
+      ops = pending as Op[];
+    }
+    // A chained batch: measured about 4x faster here than db.batch(array), which clones every op.
+    const batch = this.db.batch();
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value);
+      else batch.del(op.key);
+    }
+    await batch.write({ sync: this.sync });
+  }
+
+  whenDurable(cb: (err?: Error) => void): void {
+    if (this.failed) cb(this.failed);
+    else if (this.pending.length) this.pendingCbs.push(cb);
+    else if (this.inflight) this.inflight.cbs.push(cb);
+    else cb();
+  }
+
+  /** Resolves once every mutation issued so far is written, so a read observes them. */
+  private written(): Promise<void> | undefined {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.state !== 'open') return Promise.reject(new Error(`LevelPersistence(${this.dir}) is not open`));
+    if (!this.pending.length && !this.inflight) return undefined;
+    return new Promise((resolve, reject) => this.whenDurable((err) => (err ? reject(err) : resolve())));
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  putSession(rec: SessionRecord): void {
+    this.assertWritable();
+    checkName('clientId', rec.clientId);
+    this.put(sessionKey(rec.clientId), JSON.stringify(rec));
+  }
+
+  deleteSession(clientId: string): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    this.del(sessionKey(clientId));
+    this.del(willKey(clientId));
+    const idx = this.outIndex.get(clientId);
+    if (idx) {
+      this.outIndex.delete(clientId);
+      for (const [seq, id] of idx) {
+        this.del(outKey(clientId, seq));
+        this.release(id);
+      }
+    }
+    this.pending.push({ type: 'clear', ...range('u', clientId) }, { type: 'clear', ...range('i', clientId) });
+    this.schedule();
+  }
+
+  async *listSessions(): AsyncIterable<SessionRecord> {
+    await this.written();
+    for await (const value of this.db.values({ gte: `s${SEP}`, lt: `s${END}` })) {
+      yield JSON.parse(value) as SessionRecord;
+    }
+  }
+
+  // ---- subscriptions -------------------------------------------------------------------------
+
+  putSubscription(clientId: string, sub: SubscriptionRecord): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    checkName('filter', sub.filter);
+    this.put(subKey(clientId, sub.filter), JSON.stringify(sub));
+  }
+
+  deleteSubscription(clientId: string, filter: string): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    checkName('filter', filter);
+    this.del(subKey(clientId, filter));
+  }
+
+  async *listSubscriptions(): AsyncIterable<{ clientId: string; sub: SubscriptionRecord }> {
+    await this.written();
+    for await (const [key, value] of this.db.iterator({ gte: `u${SEP}`, lt: `u${END}` })) {
+      const clientId = key.slice(2, key.indexOf(SEP, 2));
+      yield { clientId, sub: JSON.parse(value) as SubscriptionRecord };
+    }
+  }
+
+  // ---- outgoing ------------------------------------------------------------------------------
+
+  putOutgoing(clientId: string, rec: OutgoingRecord): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    checkSeq(rec.seq);
+    let idx = this.outIndex.get(clientId);
+    if (!idx) {
+      idx = new Map();
+      this.outIndex.set(clientId, idx);
+    }
+    const id = rec.message.id;
+    const old = idx.get(rec.seq);
+    if (old !== id) {
+      idx.set(rec.seq, id);
+      const n = this.refs.get(id);
+      if (n === undefined) {
+        this.refs.set(id, 1);
+        this.put(bodyKey(id), JSON.stringify(encodeMessage(rec.message)));
+      } else {
+        this.refs.set(id, n + 1);
+      }
+      if (old !== undefined) this.release(old);
+    }
+    const enc: EncodedOutgoing = { m: id, s: rec.state, q: rec.qos, r: rec.retain };
+    if (rec.packetId !== undefined) enc.p = rec.packetId;
+    if (rec.subscriptionIds !== undefined) enc.i = rec.subscriptionIds;
+    this.put(outKey(clientId, rec.seq), JSON.stringify(enc));
+  }
+
+  /** Drops one reference to a body; deletes the body with its last reference. */
+  private release(id: string): void {
+    const n = this.refs.get(id);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.refs.set(id, n - 1);
+    } else {
+      this.refs.delete(id);
+      this.del(bodyKey(id));
+    }
+  }
+
+  deleteOutgoing(clientId: string, seq: number): void {
+    this.assertWritable();
+    const idx = this.outIndex.get(clientId);
+    const id = idx?.get(seq);
+    if (idx === undefined || id === undefined) return;
+    idx.delete(seq);
+    if (idx.size === 0) this.outIndex.delete(clientId);
+    this.del(outKey(clientId, seq));
+    this.release(id);
+  }
+
+  async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
+    await this.written();
+    // One snapshot for references and bodies: a batch written between the two reads cannot split them.
+    const snapshot = this.db.snapshot();
+    try {
+      const entries = await this.db.iterator({ ...range('o', clientId), snapshot }).all();
+      const refs = entries.map(([key, value]) => ({
+        seq: Number(key.slice(key.length - SEQ_WIDTH)),
+        enc: JSON.parse(value) as EncodedOutgoing,
+      }));
+      if (refs.length === 0) return [];
+      const ids = [...new Set(refs.map((r) => r.enc.m))];
+      const values = await this.db.getMany(ids.map(bodyKey), { snapshot });
+      const bodies = new Map<string, StoredMessage>();
+      for (let i = 0; i < ids.length; i++) {
+        const v = values[i];
+        if (v !== undefined) bodies.set(ids[i], decodeMessage(JSON.parse(v) as EncodedMessage));
+      }
+      const out: OutgoingRecord[] = [];
+      for (const { seq, enc } of refs) {
+        const message = bodies.get(enc.m);
+        if (!message) continue; // a body lost to damage: nothing to deliver
+        const rec: OutgoingRecord = { seq, state: enc.s, qos: enc.q, retain: enc.r, message };
+        if (enc.p !== undefined) rec.packetId = enc.p;
+        if (enc.i !== undefined) rec.subscriptionIds = enc.i;
+        out.push(rec);
+      }
+      return out;
+    } finally {
+      await snapshot.close();
+    }
+  }
+
+  // ---- inbound QoS 2 -------------------------------------------------------------------------
+
+  addIncoming(clientId: string, packetId: number): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    this.put(inKey(clientId, packetId), '');
+  }
+
+  deleteIncoming(clientId: string, packetId: number): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    this.del(inKey(clientId, packetId));
+  }
+
+  async getIncoming(clientId: string): Promise<number[]> {
+    await this.written();
+    const ids: number[] = [];
+    for await (const key of this.db.keys(range('i', clientId)))
+      ids.push(Number(key.slice(key.length - PID_WIDTH)));
+    return ids;
+  }
+
+  // ---- retained ------------------------------------------------------------------------------
+
+  setRetained(topic: string, msg: StoredMessage | null): void {
+    this.assertWritable();
+    checkName('topic', topic);
+    if (msg) this.put(retainedKey(topic), JSON.stringify(encodeMessage(msg)));
+    else this.del(retainedKey(topic));
+  }
+
+  async *listRetained(): AsyncIterable<StoredMessage> {
+    await this.written();
+    for await (const value of this.db.values({ gte: `r${SEP}`, lt: `r${END}` })) {
+      yield decodeMessage(JSON.parse(value) as EncodedMessage);
+    }
+  }
+
+  // ---- wills ---------------------------------------------------------------------------------
+
+  putWill(rec: WillRecord): void {
+    this.assertWritable();
+    checkName('clientId', rec.clientId);
+    this.put(
+      willKey(rec.clientId),
+      JSON.stringify({ fireAt: rec.fireAt, message: encodeMessage(rec.message) }),
+    );
+  }
+
+  deleteWill(clientId: string): void {
+    this.assertWritable();
+    checkName('clientId', clientId);
+    this.del(willKey(clientId));
+  }
+
+  async *listWills(): AsyncIterable<WillRecord> {
+    await this.written();
+    for await (const [key, value] of this.db.iterator({ gte: `w${SEP}`, lt: `w${END}` })) {
+      const { fireAt, message } = JSON.parse(value) as { fireAt: number; message: EncodedMessage };
+      yield { clientId: key.slice(2), fireAt, message: decodeMessage(message) };
+    }
+  }
+}
