@@ -343,8 +343,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const t of this.expiryTimers.values()) t.cancel();
     this.expiryTimers.clear();
     this.wills.stop();
-    if (this.started) {
-      await this.started.catch(() => undefined);
+    // Persistence is flushed and closed only if it was opened.
+    if (this.started && (await this.started.then(() => true, () => false))) {
       await new Promise<void>((resolve) => this.persistence.whenDurable(() => resolve()));
       await this.persistence.close();
     }

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { LevelPersistence } from '../persistence/level.js';
+import { MemoryPersistence } from '../persistence/memory.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { DEFAULTS } from './options.js';
@@ -36,6 +38,17 @@ const FLAGS = {
     type: 'string',
     default: String(DEFAULTS.wssPort),
     help: 'MQTT over WSS port, with --tls-cert (0 = disabled)',
+  },
+  persistence: {
+    type: 'string',
+    default: 'level',
+    help: 'where state is kept: level (LevelDB in --data-dir) or memory',
+  },
+  'data-dir': { type: 'string', default: './data', help: 'LevelDB directory for --persistence level' },
+  sync: {
+    type: 'boolean',
+    default: false,
+    help: 'fsync each write batch before acknowledging (survives power loss, slower)',
   },
   'log-level': {
     type: 'string',
@@ -120,6 +133,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const orNull = (n: number) => (n === 0 ? null : n);
+  const kind = s('persistence');
+  if (kind !== 'level' && kind !== 'memory') {
+    process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
+    process.exit(2);
+  }
+  const persistence =
+    kind === 'level'
+      ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
+      : new MemoryPersistence();
   const broker = createBroker({
     port: int('port', s('port')),
     host: s('host') || undefined,
@@ -137,6 +159,7 @@ async function main(): Promise<void> {
     tlsPort: orNull(int('tls-port', s('tls-port'))),
     wssPort: orNull(int('wss-port', s('wss-port'))),
     logger: log,
+    persistence,
     maxInflight: int('max-inflight', s('max-inflight')),
     maxQueued: int('max-queued', s('max-queued')),
     receiveMaximum: int('receive-maximum', s('receive-maximum')),
@@ -148,6 +171,8 @@ async function main(): Promise<void> {
   try {
     await broker.listen();
   } catch (err) {
+    // A clear line on stderr too: a locked, corrupt or incompatible data dir is a user's problem.
+    process.stderr.write(`heron: cannot start: ${(err as Error).message}\n`);
     log.fatal({ err }, 'cannot start');
     process.exitCode = 1;
     await broker.close().catch(() => undefined);

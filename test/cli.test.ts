@@ -4,8 +4,10 @@
  * session, and a clean SIGTERM shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -112,7 +114,10 @@ beforeAll(() => {
 describe('heron CLI', () => {
   it('--port 0 binds a free port, logs it, serves clients and shuts down cleanly on SIGTERM', async () => {
     // --ws-port 0 disables the WebSocket listener, which otherwise takes the fixed port 8083.
-    const r = run(['--port', '0', '--host', '127.0.0.1', '--ws-port', '0']);
+    // The default backend is LevelDB: give it a directory of its own.
+    const dataDir = mkdtempSync(join(tmpdir(), 'heron-cli-'));
+    onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
+    const r = run(['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--data-dir', dataDir]);
     const listening = await r.line((l) => l.msg === 'listening' && l.transport === 'tcp');
     expect(listening).toMatchObject({ level: 30, name: 'heron', host: '127.0.0.1' });
     const port = listening.port as number;
@@ -165,6 +170,9 @@ describe('heron CLI', () => {
       'tls-port': String(DEFAULTS.tlsPort),
       'wss-port': String(DEFAULTS.wssPort),
       'log-level': DEFAULTS.logLevel,
+      persistence: 'level',
+      'data-dir': './data',
+      sync: 'off',
       'max-inflight': String(DEFAULTS.maxInflight),
       'max-queued': String(DEFAULTS.maxQueued),
       'receive-maximum': String(DEFAULTS.receiveMaximum),
