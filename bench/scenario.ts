@@ -124,7 +124,7 @@ export function measure(
     seconds,
     rate: count / seconds,
     brokerCpu,
-    // CPU is sampled in 10 ms ticks: below 2 ticks the ratio is noise.
+    // Under 20 ms of broker CPU the ratio is noise.
     perCpuSecond: brokerCpu !== null && brokerCpu >= 0.02 ? count / brokerCpu : null,
     generatorLoad: genSeconds > 0 ? genUsed / genSeconds : 0,
   };

@@ -64,6 +64,21 @@ function onParserError(this: Owned, err: Error): void {
   this[kConn].onParseError(err);
 }
 
+type AckCmd = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
+
+// A success acknowledgement differs from another only in its packet id: each form is encoded once
+// by mqtt-packet, then copied with the two id bytes patched.
+const ackTemplates = new Map<string, Buffer>();
+function ackTemplate(cmd: AckCmd, version: number): Buffer {
+  const key = cmd + version;
+  let t = ackTemplates.get(key);
+  if (!t) {
+    t = generate({ cmd, messageId: 1 }, version === 5 ? V5 : V4);
+    ackTemplates.set(key, t);
+  }
+  return t;
+}
+
 function uncork(c: Connection): void {
   c.corked = false;
   c.stream.uncork();
@@ -280,7 +295,23 @@ export class Connection {
   }
 
   sendPubrel(packetId: number): void {
-    this.send({ cmd: 'pubrel', messageId: packetId });
+    this.sendAck('pubrel', packetId);
+  }
+
+  /** PUBACK, PUBREC, PUBREL or PUBCOMP; a 5.0 failure reason code goes in full. */
+  sendAck(cmd: AckCmd, packetId: number, reasonCode = 0): void {
+    if (this.state === 'closed') return;
+    const t = ackTemplate(cmd, this.protocolVersion);
+    if ((reasonCode !== 0 && this.protocolVersion === 5) || t.length !== 4) {
+      this.send(reasonCode !== 0 ? { cmd, messageId: packetId, reasonCode } : { cmd, messageId: packetId });
+      return;
+    }
+    const buf = Buffer.allocUnsafe(4);
+    buf[0] = t[0];
+    buf[1] = t[1];
+    buf[2] = packetId >> 8;
+    buf[3] = packetId & 0xff;
+    this.write(buf);
   }
 
   write(buf: Buffer): void {

@@ -60,7 +60,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const session = conn.session!;
   if (qos === 2 && session.incoming.has(id)) {
     // A re-sent QoS 2 PUBLISH before PUBREL is acknowledged again, not delivered again [MQTT-4.3.3-10].
-    conn.send({ cmd: 'pubrec', messageId: id });
+    conn.sendAck('pubrec', id);
     return;
   }
 
@@ -99,7 +99,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
     if (session.persistent) broker.persistence.addIncoming(session.clientId, id);
   }
   const cmd = qos === 1 ? ('puback' as const) : ('pubrec' as const);
-  const ack = v5 && reasonCode !== RC.SUCCESS ? { cmd, messageId: id, reasonCode } : { cmd, messageId: id };
+  const code = v5 ? reasonCode : RC.SUCCESS;
   // Acknowledged only once every stored copy is written.
   broker.persistence.whenDurable((err) => {
     if (err) {
@@ -107,7 +107,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
       return conn.close(RC.UNSPECIFIED_ERROR, 'store failed');
     }
     if (qos === 1) conn.inboundUnacked--;
-    conn.send(ack);
+    conn.sendAck(cmd, id, code);
   });
 }
 

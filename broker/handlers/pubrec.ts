@@ -7,12 +7,6 @@ export function handlePubrec(conn: Connection, packet: IPubrecPacket): void {
   const id = packet.messageId!;
   const outcome = conn.session?.onPubrec(id, packet.reasonCode ?? 0) ?? 'unknown';
   if (outcome === 'pubrel') conn.sendPubrel(id);
-  else if (outcome === 'unknown') {
-    // Still answered so the client's state machine can finish; 5.0 says the id was not found.
-    conn.send(
-      conn.protocolVersion === 5
-        ? { cmd: 'pubrel', messageId: id, reasonCode: RC.PACKET_ID_NOT_FOUND }
-        : { cmd: 'pubrel', messageId: id },
-    );
-  }
+  // Still answered so the client's state machine can finish; 5.0 says the id was not found.
+  else if (outcome === 'unknown') conn.sendAck('pubrel', id, RC.PACKET_ID_NOT_FOUND);
 }

@@ -14,11 +14,9 @@ export function handlePubrel(conn: Connection, packet: IPubrelPacket): void {
     if (session.persistent) conn.broker.persistence.deleteIncoming(session.clientId, id);
     if (conn.inboundUnacked > 0) conn.inboundUnacked--;
   }
-  const reply =
-    conn.protocolVersion === 5 && !known
-      ? { cmd: 'pubcomp' as const, messageId: id, reasonCode: RC.PACKET_ID_NOT_FOUND }
-      : { cmd: 'pubcomp' as const, messageId: id };
+  const code = conn.protocolVersion === 5 && !known ? RC.PACKET_ID_NOT_FOUND : RC.SUCCESS;
   // PUBCOMP follows the store of the release, so a crash cannot make the id reappear after it.
-  if (known && session.persistent) conn.broker.persistence.whenDurable(() => conn.send(reply));
-  else conn.send(reply);
+  if (known && session.persistent)
+    conn.broker.persistence.whenDurable(() => conn.sendAck('pubcomp', id, code));
+  else conn.sendAck('pubcomp', id, code);
 }
