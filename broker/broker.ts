@@ -344,7 +344,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.clear();
     this.wills.stop();
     // Persistence is flushed and closed only if it was opened.
-    if (this.started && (await this.started.then(() => true, () => false))) {
+    if (
+      this.started &&
+      (await this.started.then(
+        () => true,
+        () => false,
+      ))
+    ) {
       await new Promise<void>((resolve) => this.persistence.whenDurable(() => resolve()));
       await this.persistence.close();
     }

@@ -34,7 +34,7 @@ export function tlsServerOptions(o: TlsOptions): NodeTlsOptions {
 export function certificateSubject(socket: TLSSocket): Record<string, string | string[]> | undefined {
   if (!socket.authorized) return undefined;
   const cert = socket.getPeerCertificate();
-  if (!cert || !cert.subject) return undefined;
+  if (!cert?.subject) return undefined;
   return { ...cert.subject } as Record<string, string | string[]>;
 }
 
