@@ -79,9 +79,19 @@ function ackTemplate(cmd: AckCmd, version: number): Buffer {
   return t;
 }
 
-function uncork(c: Connection): void {
-  c.corked = false;
-  c.stream.uncork();
+// Writes are corked per connection and all released together once per tick: one nextTick for
+// the whole fan-out rather than one per connection written to.
+const corkedConnections: Connection[] = [];
+let flushScheduled = false;
+
+function flushCorked(): void {
+  flushScheduled = false;
+  for (let i = 0; i < corkedConnections.length; i++) {
+    const c = corkedConnections[i];
+    c.corked = false;
+    c.stream.uncork();
+  }
+  corkedConnections.length = 0;
 }
 
 /**
@@ -319,7 +329,11 @@ export class Connection {
     if (!this.corked) {
       this.corked = true;
       stream.cork();
-      process.nextTick(uncork, this);
+      corkedConnections.push(this);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        process.nextTick(flushCorked);
+      }
     }
     stream.write(buf);
     // Stop reading from a client that does not read what we send: its buffer stays bounded.
