@@ -14,6 +14,10 @@
  * Each run stops by itself: after `messagesPerPublisher` or `warmupMs + durationMs` (whichever
  * comes first), then waits for outstanding deliveries until nothing has moved for `drainIdleMs`.
  * The measured window runs from the end of the warm-up to the last delivery.
+ *
+ * With `shared`, the subscribers form one shared subscription group: each message goes to one of
+ * them, so lost / duplicated count across the group (one set of trackers), and the result carries
+ * each subscriber's share of the deliveries.
  */
 import type { QoS } from 'mqtt-packet';
 import { type BenchClient, PublishTemplate } from './client.js';
@@ -32,6 +36,8 @@ export interface FlowOptions {
   ackWindow: number;
   e2eWindow: number;
   drainIdleMs: number;
+  /** The subscribers share the messages (e.g. `$share/<group>/<filter>`) instead of each getting all. */
+  shared?: boolean;
 }
 
 interface Pub {
@@ -56,13 +62,17 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
   const { warmupMs, durationMs, payloadSize } = ctx.options;
   const notes: string[] = [];
 
+  const newTrackers = () =>
+    Array.from({ length: o.publishers }, () => new StreamTracker(o.messagesPerPublisher));
+  const groupTrackers = o.shared ? newTrackers() : null;
   const subs: Sub[] = await pool(o.subscribers, 50, async (j) => {
     const client = await ctx.connect('s', j);
     const granted = await client.subscribe(o.filter, o.qos);
     if (granted !== o.qos) notes.push(`subscriber ${j}: granted QoS ${granted} for ${o.qos}`);
-    const trackers = Array.from({ length: o.publishers }, () => new StreamTracker(o.messagesPerPublisher));
-    return { client, trackers, received: 0 };
+    return { client, trackers: groupTrackers ?? newTrackers(), received: 0 };
   });
+  /** Distinct tracker sets: one per subscriber, or the group's one. */
+  const trackerSets = groupTrackers ? [groupTrackers] : subs.map((s) => s.trackers);
   const pubs: Pub[] = await pool(o.publishers, 50, async (i) => ({
     client: await ctx.connect('p', i),
     template: new PublishTemplate(o.topic(i), o.qos, i, payloadSize),
@@ -91,8 +101,8 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
       active = true;
       if (p.client.blocked || p.client.closed) continue;
       let seen = Number.POSITIVE_INFINITY;
-      for (let j = 0; j < subs.length; j++) {
-        const next = subs[j].trackers[i].next;
+      for (let j = 0; j < trackerSets.length; j++) {
+        const next = trackerSets[j][i].next;
         if (next < seen) seen = next;
       }
       if (seen < p.floor) seen = p.floor;
@@ -152,7 +162,7 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
   pump();
 
   // Watch for the end: everything delivered and acked, or nothing moving for drainIdleMs.
-  const expected = () => pubs.reduce((n, p) => n + p.sent, 0) * subs.length;
+  const expected = () => pubs.reduce((n, p) => n + p.sent, 0) * trackerSets.length;
   let stalled = false;
   await new Promise<void>((resolve) => {
     let lastSeen = -1;
@@ -183,7 +193,7 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
         for (const p of pubs) p.floor = p.sent;
         schedule();
       }
-      const uniqueTotal = subs.reduce((n, s) => n + s.trackers.reduce((m, t) => m + t.unique, 0), 0);
+      const uniqueTotal = trackerSets.reduce((n, ts) => n + ts.reduce((m, t) => m + t.unique, 0), 0);
       const acked = pubs.every((p) => p.client.inflight === 0);
       const lostConn = pubs.some((p) => p.client.closed) || subs.some((s) => s.client.closed);
       if (draining && uniqueTotal >= expected() && acked) return finish();
@@ -210,9 +220,9 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
   let lost = 0;
   let dup = 0;
   let reordered = 0;
-  for (const s of subs) {
+  for (const ts of trackerSets) {
     for (let i = 0; i < pubs.length; i++) {
-      const t = s.trackers[i];
+      const t = ts[i];
       lost += pubs[i].sent - t.unique;
       dup += t.dup;
       reordered += t.reordered;
@@ -229,13 +239,21 @@ export async function runFlow(ctx: ScenarioContext, o: FlowOptions): Promise<Sce
   if (window.generatorLoad > 0.9)
     notes.push(`generator at ${(window.generatorLoad * 100).toFixed(0)}% of a core`);
 
+  let shares: { min: number; max: number } | undefined;
+  if (o.shared && delivered > 0) {
+    const fractions = subs.map((s) => s.received / delivered);
+    shares = { min: Math.min(...fractions), max: Math.max(...fractions) };
+  }
+
   await ctx.closeAll();
   return {
     unit: 'msg',
     ...window,
     lost,
     dup,
-    reordered,
+    // Across the members of a shared group there is no order to keep.
+    reordered: o.shared ? undefined : reordered,
+    ...(shares && { shares }),
     notes,
     detail: `published ${published}, delivered ${delivered}, generator ${(window.generatorLoad * 100).toFixed(0)}% CPU`,
   };

@@ -8,6 +8,8 @@ export interface Outcome {
   strict: boolean;
   result?: ScenarioResult;
   error?: string;
+  /** Not run: the broker lacks what the scenario needs (shown as `–`). */
+  na?: string;
 }
 
 export function fmtCount(n: number | null | undefined): string {
@@ -22,11 +24,16 @@ const ms = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
 
 /** The first cell for a broker: rate, latency or connection figures. */
 function mainCell(r: ScenarioResult): string {
+  if (r.cell) return r.cell;
   if (r.unit === 'conn') {
     const kib = r.kibPerConn === null || r.kibPerConn === undefined ? '—' : r.kibPerConn.toFixed(1);
     return `${fmtCount(r.rate)} conn/s, ${kib} KiB/conn`;
   }
   if (r.latency) return `p50 ${ms(r.latency.p50)} / p99 ${ms(r.latency.p99)} ms`;
+  if (r.shares) {
+    const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+    return `${fmtCount(r.rate)} msg/s, share ${pct(r.shares.min)}–${pct(r.shares.max)}`;
+  }
   return `${fmtCount(r.rate)} msg/s`;
 }
 
@@ -41,6 +48,7 @@ function lostDup(r: ScenarioResult): string {
 }
 
 export function progressLine(o: Outcome): string {
+  if (o.na) return `[${o.broker}] ${o.title}: – (${o.na})`;
   if (!o.result) return `[${o.broker}] ${o.title}: ERROR ${o.error}`;
   const r = o.result;
   const parts = [
@@ -87,6 +95,7 @@ export function markdownTable(
     for (const b of brokers) {
       const o = find(b, s.id);
       if (!o) row.push('skipped', '—');
+      else if (o.na) row.push('–', '–');
       else if (!o.result) row.push('error', '—');
       else row.push(mainCell(o.result), cpuCell(o.result));
     }

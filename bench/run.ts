@@ -116,6 +116,19 @@ async function main(): Promise<number> {
       let shared: BrokerHandle | null = spec.restartable ? null : await spec.start();
       if (shared) console.log(`[${spec.name}] ${shared.command}`);
       for (const [index, scenario] of brokerScenarios.entries()) {
+        const na = scenario.unsupported?.[spec.name];
+        if (na) {
+          const o: Outcome = {
+            broker: spec.name,
+            scenarioId: scenario.id,
+            title: scenario.title,
+            strict: false,
+            na,
+          };
+          outcomes.push(o);
+          console.log(progressLine(o));
+          continue;
+        }
         let broker: BrokerHandle | null = shared;
         try {
           if (!broker) {
@@ -188,9 +201,11 @@ async function main(): Promise<number> {
     );
   }
   const notes = outcomes.flatMap((o) =>
-    o.result
-      ? o.result.notes.map((n) => `${o.broker} ${o.title}: ${n}`)
-      : [`${o.broker} ${o.title}: ERROR ${o.error}`],
+    o.na
+      ? [`${o.broker} ${o.title}: not run — ${o.na}`]
+      : o.result
+        ? o.result.notes.map((n) => `${o.broker} ${o.title}: ${n}`)
+        : [`${o.broker} ${o.title}: ERROR ${o.error}`],
   );
   for (const line of [...skipped, ...notes]) console.log(`- ${line}`);
   for (const line of localLines) console.log(`\n${line}`);
@@ -203,7 +218,7 @@ async function main(): Promise<number> {
   }
 
   const violations = outcomes.filter(
-    (o) => !o.result || (o.strict && ((o.result.lost ?? 0) > 0 || (o.result.dup ?? 0) > 0)),
+    (o) => (!o.result && !o.na) || (o.strict && ((o.result?.lost ?? 0) > 0 || (o.result?.dup ?? 0) > 0)),
   );
   return violations.length > 0 || localFailed ? 1 : 0;
 }

@@ -63,6 +63,10 @@ export interface ScenarioResult {
   latency?: LatencySummary;
   /** Idle connections: broker RSS growth per connection, KiB. */
   kibPerConn?: number | null;
+  /** Shared subscriptions: the smallest and largest fraction of deliveries one member got. */
+  shares?: { min: number; max: number };
+  /** Overrides the table's result cell, for a scenario that measures no rate (e.g. startup). */
+  cell?: string;
   /** Free-form remarks shown under the table (stalls, protocol errors, …). */
   notes: string[];
   /** Human-readable one-line detail for the progress log. */
@@ -77,6 +81,8 @@ export interface BrokerScenario {
   readonly title: string;
   /** Lost and duplicated must be 0 (QoS 1/2); a non-zero count fails the run. */
   readonly strict: boolean;
+  /** Brokers that lack what the scenario needs, with why: not run, shown as `–`. */
+  readonly unsupported?: Readonly<Record<string, string>>;
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
 }
 

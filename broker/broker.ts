@@ -13,6 +13,8 @@ import { RC } from './reason-codes.js';
 import { RetainedStore } from './retained.js';
 import { Router } from './router.js';
 import { Session } from './session.js';
+import { Dedup } from './shared/dedup.js';
+import { SharedGroups } from './shared/groups.js';
 import { longTimeout } from './timers.js';
 import { listenTcp } from './transports/tcp.js';
 import { listenTls } from './transports/tls.js';
@@ -57,7 +59,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly hooks: Hooks;
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
-  readonly router = new Router();
+  /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
+  readonly shares: SharedGroups;
+  readonly router: Router;
+  /** Idempotency keys seen per topic (user property `idempotency-key`, 5.0). */
+  readonly dedup: Dedup;
   readonly retained: RetainedStore;
   readonly wills: WillScheduler;
   private transports: Transport[] = [];
@@ -75,6 +81,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
     this.retained = new RetainedStore(this.persistence);
+    this.shares = new SharedGroups(this);
+    this.router = new Router(this.shares);
+    this.dedup = new Dedup(this.persistence, this.options.dedupWindow);
     this.wills = new WillScheduler(this);
     // One timer for every connection's keep-alive and CONNECT deadline, instead of one each.
     this.sweeper = setInterval(() => this.sweep(), 250);
@@ -83,6 +92,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private sweep(): void {
     const now = Date.now();
+    if (this.started) this.dedup.purge(now);
     const connectDeadline = now - this.options.connectTimeout * 1000;
     for (const c of this.connections) {
       if (c.state === 'connected') {
@@ -147,6 +157,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Publishes a message as the broker itself (embedding API). */
   publish(p: PublishOptions): void {
+    // A repeated idempotency key within the dedup window: not delivered again.
+    const user = p.properties?.userProperties;
+    if (user !== undefined && this.dedup.repeated(p.topic, user)) return;
     const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload;
     this.publishMessage(
       createMessage(p.topic, payload, p.qos ?? 0, p.retain === true, p.properties, p.messageExpiryInterval),
@@ -197,7 +210,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.expiryTimers.get(session)?.cancel();
       this.expiryTimers.delete(session);
       session.protocolVersion = version;
-      if (session.persistent && expiry === 0) this.persistence.deleteSession(clientId);
+      // Resumed with expiry 0: nothing of it stays on disk. A restored session still has its
+      // messages only there: Session.load() reads them first, then deletes.
+      if (session.persistent && expiry === 0 && session.loaded) this.persistence.deleteSession(clientId);
       session.expiryInterval = expiry;
     } else {
       session = new Session(this, clientId, version, expiry);
@@ -238,6 +253,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     conn.will = undefined;
     if (owned) {
       session.conn = null;
+      // Shared group messages it held go to other members now, not when it returns.
+      if (session.hasGroupRecords) this.shares.memberOffline(session);
       this.sessionDisconnected(session);
     }
     if (conn.clientId !== '' && conn.state !== 'new') {
@@ -273,6 +290,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   endSession(session: Session): void {
     this.expiryTimers.get(session)?.cancel();
     this.expiryTimers.delete(session);
+    // Before it leaves its groups: what it held goes back to them.
+    if (session.hasGroupRecords) this.shares.sessionEnded(session);
     for (const filter of session.subscriptions.keys()) this.router.remove(session, filter);
     session.clearSubscriptions();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
@@ -299,13 +318,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
     await p.open();
     for await (const msg of p.listRetained()) this.retained.load(msg);
     const now = Date.now();
+    const ended: string[] = [];
     for await (const rec of p.listSessions()) {
       const left =
         rec.expiryInterval === NEVER_EXPIRES
           ? 1
           : rec.expiryInterval * 1000 - (now - (rec.disconnectedAt ?? now));
       if (left <= 0) {
-        p.deleteSession(rec.clientId);
+        ended.push(rec.clientId);
         continue;
       }
       const session = new Session(this, rec.clientId, rec.protocolVersion, rec.expiryInterval);
@@ -320,6 +340,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.router.add(session, sub);
     }
     for await (const w of p.listWills()) this.wills.restore(w);
+    await this.shares.restore();
+    await this.dedup.restore();
+    // Sessions that ended while the broker was down: a will still waiting is published now, late
+    // (5.0 §3.1.2.5 lets a server defer wills to its restart), then their state is deleted.
+    for (const clientId of ended) {
+      this.wills.fire(clientId);
+      p.deleteSession(clientId);
+    }
     if (this.sessions.size > 0 || this.retained.size > 0) {
       this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, 'state restored');
     }
@@ -343,6 +371,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const t of this.expiryTimers.values()) t.cancel();
     this.expiryTimers.clear();
     this.wills.stop();
+    this.shares.stop();
     // Persistence is flushed and closed only if it was opened.
     if (
       this.started &&

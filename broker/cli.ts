@@ -4,7 +4,8 @@ import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
-import { DEFAULTS } from './options.js';
+import { type BrokerOptions, DEFAULTS } from './options.js';
+import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 
 /** Every flag, its default and its meaning: parsed from here and printed by --help. */
 const FLAGS = {
@@ -90,13 +91,50 @@ const FLAGS = {
     default: String(DEFAULTS.topicAliasMaximum),
     help: 'topic aliases a 5.0 client may set',
   },
+  'share-strategy': {
+    type: 'string',
+    default: DEFAULTS.shareStrategy,
+    help: `how a shared subscription group picks a member: ${SHARE_STRATEGIES.join('|')}`,
+  },
+  'share-group-strategy': {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: 'group=strategy: the strategy of one share name (repeat the flag for more groups)',
+  },
+  'share-queue-max': {
+    type: 'string',
+    default: String(DEFAULTS.shareQueueMax),
+    help: 'messages a shared group holds waiting for a member with room',
+  },
+  'retry-base': {
+    type: 'string',
+    default: String(DEFAULTS.retryBase),
+    help: 'ms before the first retry of a shared message a 5.0 member answered with a reason code >= 0x80',
+  },
+  'retry-factor': {
+    type: 'string',
+    default: String(DEFAULTS.retryFactor),
+    help: 'each further retry waits this many times longer (>= 1)',
+  },
+  'retry-max-attempts': {
+    type: 'string',
+    default: String(DEFAULTS.retryMaxAttempts),
+    help: 'delivery attempts of a failed shared message before $DLQ/<group>/<topic> (0 = discard at once)',
+  },
+  'dedup-window': {
+    type: 'string',
+    default: String(DEFAULTS.dedupWindow),
+    help: 'seconds an idempotency-key user property is remembered per topic (0 = off)',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
 function usage(): string {
   const lines = ['Usage: heron [options]', '', 'Options:'];
   for (const [name, f] of Object.entries(FLAGS)) {
-    const def = ` (default: ${f.type === 'boolean' ? 'off' : f.default === '' ? 'none' : f.default})`;
+    const d = f.default as string | boolean | readonly string[];
+    const def = ` (default: ${f.type === 'boolean' ? 'off' : d === '' || Array.isArray(d) ? 'none' : d})`;
     lines.push(`  --${name.padEnd(24)} ${f.help}${def}`);
   }
   return lines.join('\n');
@@ -112,10 +150,15 @@ function int(name: string, value: string): number {
 }
 
 async function main(): Promise<void> {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     const options = Object.fromEntries(
-      Object.entries(FLAGS).map(([k, f]) => [k, { type: f.type, default: f.default }]),
+      Object.entries(FLAGS).map(([k, f]) => [
+        k,
+        'multiple' in f
+          ? { type: f.type, default: [...f.default], multiple: true }
+          : { type: f.type, default: f.default },
+      ]),
     );
     values = parseArgs({ options: options as never, strict: true }).values as typeof values;
   } catch (err) {
@@ -133,6 +176,27 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const orNull = (n: number) => (n === 0 ? null : n);
+  const strategy = (flag: string, v: string): ShareStrategy => {
+    if (!(SHARE_STRATEGIES as readonly string[]).includes(v)) {
+      process.stderr.write(`heron: ${flag} must be one of ${SHARE_STRATEGIES.join(', ')}, got "${v}"\n`);
+      process.exit(2);
+    }
+    return v as ShareStrategy;
+  };
+  const shareGroups: NonNullable<BrokerOptions['shareGroups']> = {};
+  for (const spec of values['share-group-strategy'] as string[]) {
+    const eq = spec.indexOf('=');
+    if (eq <= 0) {
+      process.stderr.write(`heron: --share-group-strategy takes group=strategy, got "${spec}"\n`);
+      process.exit(2);
+    }
+    shareGroups[spec.slice(0, eq)] = { strategy: strategy('--share-group-strategy', spec.slice(eq + 1)) };
+  }
+  const retryFactor = Number(s('retry-factor'));
+  if (!Number.isFinite(retryFactor) || retryFactor < 1) {
+    process.stderr.write(`heron: --retry-factor must be a number >= 1, got "${s('retry-factor')}"\n`);
+    process.exit(2);
+  }
   const kind = s('persistence');
   if (kind !== 'level' && kind !== 'memory') {
     process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
@@ -167,6 +231,13 @@ async function main(): Promise<void> {
     maxKeepalive: int('max-keepalive', s('max-keepalive')),
     connectTimeout: int('connect-timeout', s('connect-timeout')),
     topicAliasMaximum: int('topic-alias-maximum', s('topic-alias-maximum')),
+    shareStrategy: strategy('--share-strategy', s('share-strategy')),
+    shareGroups,
+    shareQueueMax: int('share-queue-max', s('share-queue-max')),
+    retryBase: int('retry-base', s('retry-base')),
+    retryFactor,
+    retryMaxAttempts: int('retry-max-attempts', s('retry-max-attempts')),
+    dedupWindow: int('dedup-window', s('dedup-window')),
   });
   try {
     await broker.listen();

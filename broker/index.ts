@@ -1,5 +1,8 @@
+export { FORMAT_VERSION, LevelPersistence, type LevelPersistenceOptions } from '../persistence/level.js';
 export { MemoryPersistence } from '../persistence/memory.js';
 export type {
+  DedupRecord,
+  GroupMessageRecord,
   OutgoingRecord,
   Persistence,
   SessionRecord,
@@ -12,3 +15,4 @@ export type { ConnectionInfo } from './connection.js';
 export type { Message } from './message.js';
 export type { BrokerOptions } from './options.js';
 export { RC } from './reason-codes.js';
+export type { ShareStrategy } from './shared/strategies.js';

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { Hooks } from '../plugins/types.js';
+import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import type { TlsOptions } from './transports/tls.js';
 
 export interface BrokerOptions {
@@ -44,6 +45,24 @@ export interface BrokerOptions {
   maxSubscriptionsPerClient?: number;
   /** Bytes buffered toward a client beyond which QoS 0 messages to it are dropped. */
   maxWriteBuffer?: number;
+  /** How a shared subscription group picks the member for a message. Default round-robin. */
+  shareStrategy?: ShareStrategy;
+  /** Per share name (the `<group>` of `$share/<group>/…`; `$queue` for `$queue/…`) settings. */
+  shareGroups?: { [group: string]: { strategy?: ShareStrategy } };
+  /** Messages a shared group holds waiting for a member with room; beyond it new ones are dropped. */
+  shareQueueMax?: number;
+  /** First retry delay, ms, after a member answers PUBACK/PUBREC with a reason code >= 0x80. */
+  retryBase?: number;
+  /** Each further retry waits this many times longer. */
+  retryFactor?: number;
+  /**
+   * Delivery attempts a failed message gets (the first one included) before it is published to
+   * `$DLQ/<group>/<topic>`. 0 turns retry and dead-lettering off: a failed message is discarded, as
+   * MQTT 5.0 [MQTT-4.8.2-6] says.
+   */
+  retryMaxAttempts?: number;
+  /** Seconds an `idempotency-key` user property is remembered per topic; 0 turns dedup off. */
+  dedupWindow?: number;
 }
 
 type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort';
@@ -76,6 +95,12 @@ export const DEFAULTS = {
   connectTimeout: 10,
   maxSubscriptionsPerClient: 10000,
   maxWriteBuffer: 4 * 1024 * 1024,
+  shareStrategy: 'round-robin',
+  shareQueueMax: 10000,
+  retryBase: 1000,
+  retryFactor: 2,
+  retryMaxAttempts: 5,
+  dedupWindow: 600,
 } as const;
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
@@ -99,7 +124,27 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     connectTimeout: Math.max(1, o.connectTimeout ?? DEFAULTS.connectTimeout),
     maxSubscriptionsPerClient: Math.max(1, o.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient),
     maxWriteBuffer: Math.max(1024, o.maxWriteBuffer ?? DEFAULTS.maxWriteBuffer),
+    shareStrategy: shareStrategy(o.shareStrategy ?? DEFAULTS.shareStrategy, 'shareStrategy'),
+    shareGroups: Object.fromEntries(
+      Object.entries(o.shareGroups ?? {}).map(([group, g]) => [
+        group,
+        g.strategy === undefined
+          ? {}
+          : { strategy: shareStrategy(g.strategy, `shareGroups.${group}.strategy`) },
+      ]),
+    ),
+    shareQueueMax: Math.max(0, Math.floor(o.shareQueueMax ?? DEFAULTS.shareQueueMax)),
+    retryBase: Math.max(0, o.retryBase ?? DEFAULTS.retryBase),
+    retryFactor: Math.max(1, o.retryFactor ?? DEFAULTS.retryFactor),
+    retryMaxAttempts: Math.max(0, Math.floor(o.retryMaxAttempts ?? DEFAULTS.retryMaxAttempts)),
+    dedupWindow: Math.max(0, o.dedupWindow ?? DEFAULTS.dedupWindow),
   };
+}
+
+function shareStrategy(s: string, what: string): ShareStrategy {
+  if (!(SHARE_STRATEGIES as readonly string[]).includes(s))
+    throw new TypeError(`${what} must be one of ${SHARE_STRATEGIES.join(', ')}, got "${s}"`);
+  return s as ShareStrategy;
 }
 
 function clamp(n: number, lo: number, hi: number): number {

@@ -2,6 +2,8 @@ import type { QoS, SubscriptionRecord } from '../persistence/types.js';
 import type { EncodeCache } from './encode.js';
 import type { Message } from './message.js';
 import type { Session } from './session.js';
+import type { ShareGroup } from './shared/group.js';
+import type { SharedGroups } from './shared/groups.js';
 import { TopicTree } from './topic-tree.js';
 
 /** One session's subscription as stored in the topic tree. */
@@ -11,21 +13,6 @@ export interface Subscription {
   readonly qos: QoS;
   readonly noLocal: boolean;
   readonly retainAsPublished: boolean;
-  readonly subscriptionId: number | undefined;
-}
-
-/** The members of `$share/<name>/<filter>`: each matching message goes to one of them. */
-export interface ShareGroup {
-  readonly kind: 'shared';
-  readonly name: string;
-  readonly filter: string;
-  readonly members: SharedMember[];
-  next: number;
-}
-
-export interface SharedMember {
-  readonly session: Session;
-  readonly qos: QoS;
   readonly subscriptionId: number | undefined;
 }
 
@@ -49,8 +36,9 @@ export function parseShared(filter: string): { group: string; filter: string } |
  */
 export class Router {
   private readonly tree = new TopicTree<Entry>();
-  private readonly groups = new Map<string, ShareGroup>();
   private stamp = 0;
+
+  constructor(readonly shares: SharedGroups) {}
 
   get size(): number {
     return this.tree.size;
@@ -59,17 +47,10 @@ export class Router {
   add(session: Session, sub: SubscriptionRecord): void {
     const shared = parseShared(sub.filter);
     if (shared) {
-      const key = `${shared.group}\u0000${shared.filter}`;
-      let group = this.groups.get(key);
-      if (!group) {
-        group = { kind: 'shared', name: shared.group, filter: shared.filter, members: [], next: 0 };
-        this.groups.set(key, group);
-        this.tree.add(shared.filter, group);
-      }
-      const i = group.members.findIndex((m) => m.session === session);
-      const member: SharedMember = { session, qos: sub.qos, subscriptionId: sub.subscriptionId };
-      if (i >= 0) group.members[i] = member;
-      else group.members.push(member);
+      // A group is in the tree while it has members (one restored with messages may have none yet).
+      const group = this.shares.group(shared.group, shared.filter);
+      if (group.members.length === 0) this.tree.add(shared.filter, group);
+      group.join(session, sub.qos, sub.subscriptionId);
       return;
     }
     this.removeDirect(session, sub.filter);
@@ -89,14 +70,11 @@ export class Router {
       this.removeDirect(session, filter);
       return;
     }
-    const key = `${shared.group}\u0000${shared.filter}`;
-    const group = this.groups.get(key);
-    if (!group) return;
-    const i = group.members.findIndex((m) => m.session === session);
-    if (i >= 0) group.members.splice(i, 1);
+    const group = this.shares.find(shared.group, shared.filter);
+    if (!group?.leave(session)) return;
     if (group.members.length === 0) {
-      this.groups.delete(key);
       this.tree.remove(shared.filter, group);
+      this.shares.release(group);
     }
   }
 
@@ -148,23 +126,8 @@ export class Router {
     return targets.length + (groups?.length ?? 0);
   }
 
-  /** Round-robin among members, skipping those whose window is full when another has room. */
+  /** One member of the group gets it, chosen by the group's strategy (broker/shared/). */
   private deliverShared(g: ShareGroup, msg: Message, cache: EncodeCache): void {
-    const n = g.members.length;
-    let chosen: SharedMember | undefined;
-    for (let i = 0; i < n; i++) {
-      const m = g.members[(g.next + i) % n];
-      if (m.session.conn && m.session.hasRoom()) {
-        chosen = m;
-        g.next = (g.next + i + 1) % n;
-        break;
-      }
-    }
-    if (!chosen) {
-      chosen = g.members[g.next % n];
-      g.next = (g.next + 1) % n;
-    }
-    const ids = chosen.subscriptionId === undefined ? undefined : [chosen.subscriptionId];
-    chosen.session.deliver(msg, Math.min(chosen.qos, msg.qos) as QoS, false, ids, cache);
+    g.deliver(msg, cache);
   }
 }

@@ -3,6 +3,7 @@ import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
 import { isExpired, type Message, nextSeq } from './message.js';
+import type { ShareGroup } from './shared/group.js';
 
 // Shared empty collections: an idle session allocates none until it needs one.
 const NO_SUBS: ReadonlyMap<string, SubscriptionRecord> = new Map();
@@ -30,6 +31,10 @@ export class Session {
   expiryTimer: NodeJS.Timeout | undefined;
   /** Messages written to persistence while not loaded, to bound the offline queue. */
   private storedWhileUnloaded = 0;
+  /** The shared subscription groups this session is a member of. */
+  shareGroups: ShareGroup[] | undefined;
+  /** Set once a group message was handed to this session: it may hold some (see takeGroupRecords). */
+  hasGroupRecords = false;
 
   // Scratch fields used by the router while it collects one publish's targets.
   stamp = 0;
@@ -83,6 +88,18 @@ export class Session {
     return this.queued === 0 && this.inflight.size < this.window;
   }
 
+  /** Still loading a resumed session's messages from persistence. */
+  get resuming(): boolean {
+    return this.loading !== null;
+  }
+
+  /** Connected, loaded, nothing queued and room in the window: a QoS 1/2 message would be sent now. */
+  canSendNow(): boolean {
+    return (
+      this.conn !== null && this.loading === null && this.queued === 0 && this.inflight.size < this.window
+    );
+  }
+
   private get window(): number {
     return this.conn ? this.conn.outboundWindow : this.broker.options.maxInflight;
   }
@@ -114,19 +131,42 @@ export class Session {
     this.queue.push(rec);
   }
 
+  /**
+   * A QoS 1/2 message from a shared subscription group: sent now if the window has room, else
+   * queued (partitioning strategies only). Not written to the session's persistence: the group's
+   * store holds it until it is acknowledged, and takes it back if this member goes away.
+   */
+  deliverGroup(rec: OutgoingRecord, cache?: EncodeCache): void {
+    this.hasGroupRecords = true;
+    if (this.canSendNow()) this.send(rec, cache);
+    else this.queue.push(rec);
+  }
+
   private send(rec: OutgoingRecord, cache?: EncodeCache): void {
     const conn = this.conn!;
+    const group = rec.group !== undefined;
     if (isExpired(rec.message, Date.now())) {
       // Expired while waiting: dropped, never sent [MQTT-3.3.2-5].
-      if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+      if (group) this.broker.shares.settle(rec);
+      else if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
       return;
     }
     const packetId = this.allocPacketId();
     const sent: OutgoingRecord = { ...rec, state: 'inflight', packetId };
     if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
     this.inflight.set(packetId, sent);
-    if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, sent);
-    if (!conn.sendPublish(rec.message, rec.qos, rec.retain, false, packetId, rec.subscriptionIds, cache))
+    if (this.persistent && !group) this.broker.persistence.putOutgoing(this.clientId, sent);
+    if (
+      !conn.sendPublish(
+        rec.message,
+        rec.qos,
+        rec.retain,
+        rec.dup === true,
+        packetId,
+        rec.subscriptionIds,
+        cache,
+      )
+    )
       this.unsent(conn, sent);
   }
 
@@ -138,7 +178,8 @@ export class Session {
   private unsent(conn: Connection, rec: OutgoingRecord): void {
     if (conn.state === 'closed') return;
     this.inflight.delete(rec.packetId!);
-    if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+    if (rec.group !== undefined) this.broker.shares.settle(rec);
+    else if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
   }
 
   private allocPacketId(): number {
@@ -162,12 +203,22 @@ export class Session {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
+    // Room in the window: the shared groups this session belongs to may hand it waiting messages.
+    if (this.shareGroups !== undefined) this.broker.shares.roomFor(this);
   }
 
-  /** PUBACK: QoS 1 delivery complete [MQTT-4.3.2]. */
-  onPuback(packetId: number): boolean {
+  /**
+   * PUBACK: QoS 1 delivery complete [MQTT-4.3.2], and the window slot is free whatever the reason
+   * code. A shared group message answered with a reason code >= 0x80 (5.0) failed: its group
+   * retries it (broker/shared/groups.ts).
+   */
+  onPuback(packetId: number, reasonCode = 0): boolean {
     const rec = this.inflight.get(packetId);
     if (rec?.qos !== 1) return false;
+    if (rec.group !== undefined) {
+      if (reasonCode >= 0x80) this.broker.shares.failed(this, rec, reasonCode);
+      else this.broker.shares.settle(rec);
+    }
     this.complete(packetId, rec);
     return true;
   }
@@ -178,11 +229,17 @@ export class Session {
     if (rec?.qos !== 2) return 'unknown';
     if (reasonCode >= 0x80) {
       // A failed PUBREC ends the exchange; the packet id is free again.
+      if (rec.group !== undefined) this.broker.shares.failed(this, rec, reasonCode);
       this.complete(packetId, rec);
       return 'done';
     }
     if (rec.state !== 'pubrel') {
       const next: OutgoingRecord = { ...rec, state: 'pubrel' };
+      if (rec.group !== undefined) {
+        // The member has the message: its group is done with it, the session finishes the exchange.
+        this.broker.shares.settle(rec);
+        delete next.group;
+      }
       this.inflight.set(packetId, next);
       if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, next);
     }
@@ -199,7 +256,8 @@ export class Session {
 
   private complete(packetId: number, rec: OutgoingRecord): void {
     this.inflight.delete(packetId);
-    if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+    if (this.persistent && rec.group === undefined)
+      this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
     this.drain();
   }
 
@@ -247,6 +305,8 @@ export class Session {
       this.queueHead = 0;
       this.loaded = true;
       this.storedWhileUnloaded = 0;
+      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk.
+      if (!this.persistent) this.broker.persistence.deleteSession(this.clientId);
     } finally {
       this.loading = null;
       done();
@@ -256,5 +316,36 @@ export class Session {
   /** Outbound records still owed to the client, for handing to another member or inspection. */
   pendingRecords(): OutgoingRecord[] {
     return [...this.inflight.values(), ...this.queue.slice(this.queueHead)];
+  }
+
+  /**
+   * Removes and returns the shared group messages this session holds, in seq order, for their
+   * groups to redeliver: queued ones and QoS 1 in flight; with `ending`, QoS 2 in flight too
+   * (the caller discards those [MQTT-4.8.2-5]). Without it, QoS 2 in flight stays, to be completed
+   * with this client when it reconnects [MQTT-4.8.2-4].
+   */
+  takeGroupRecords(ending: boolean): OutgoingRecord[] {
+    if (!this.hasGroupRecords) return [];
+    const out: OutgoingRecord[] = [];
+    for (const [id, rec] of this.inflight) {
+      if (rec.group !== undefined && (ending || rec.qos === 1)) {
+        this.inflight.delete(id);
+        out.push(rec);
+      }
+    }
+    let kept: OutgoingRecord[] | undefined;
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const rec = this.queue[i];
+      if (rec.group !== undefined) {
+        if (!kept) kept = this.queue.slice(this.queueHead, i);
+        out.push(rec);
+      } else kept?.push(rec);
+    }
+    if (kept) {
+      this.queue = kept;
+      this.queueHead = 0;
+    }
+    if (ending) this.hasGroupRecords = false;
+    return out.sort((a, b) => a.seq - b.seq);
   }
 }

@@ -12,7 +12,8 @@
  *                              subscriptionId?}
  *   o␀<clientId>␀<seq>         outgoing reference, <seq> zero-padded to 16 digits so that key order is
  *                              seq order: {m: messageId, s: state, q: qos, r: retain, p?: packetId,
- *                              i?: subscriptionIds} (small: the body is not in it)
+ *                              i?: subscriptionIds, g?: group, a?: attempts, u?: dup} (small: the body
+ *                              is not in it)
  *   m␀<messageId>              message body, stored once for every o␀ record that references it:
  *                              {id, topic, payload: base64, qos, retain, properties?, expiresAt?},
  *                              properties.correlationData as base64
@@ -20,18 +21,34 @@
  *                              digits; empty value
  *   r␀<topic>                  retained message, body inline (same JSON as m␀)
  *   w␀<clientId>               will: {fireAt, message} (message as in m␀)
+ *   g␀<group>␀<seq>            message held by a shared subscription group, <group> being
+ *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
+ *                              seq order within a group): {m: message (as in m␀, body inline: one group
+ *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
+ *                              l?: lastMember, u?: dup}
+ *   d␀<topic>␀<key>            idempotency key seen on a topic: {e: expiresAt} (a user property value:
+ *                              a UTF-8 string, which cannot hold U+0000 either)
  *
- * Bodies are reference-counted in memory: a map messageId → number of o␀ records, plus per client a
- * map seq → messageId (needed to release the old body when a seq is replaced or a session deleted).
- * Both are rebuilt at open by scanning the o␀ records (small values, no bodies); bodies nobody
- * references and references whose body is missing are deleted at open. Memory cost: one map entry
- * per queued outgoing record and one per distinct queued message, never a payload.
+ * The g␀ and d␀ prefixes were added without touching existing keys, so the format version stays 1: a
+ * data dir written before them simply holds none.
+ *
+ * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
+ * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
+ * replaced or a session deleted). Both are rebuilt at open by scanning the o␀ records (small values,
+ * no bodies); bodies nobody references and references whose body is missing are deleted at open.
+ * Memory cost: one small entry per queued outgoing record and one per distinct queued message,
+ * never a payload.
  *
  * Writes: mutations are synchronous and append to a pending batch; the first one in a tick schedules a
  * flush (setImmediate), which writes the whole batch as one atomic LevelDB batch (`{ sync: true }`
  * when the `sync` option is set). One batch is in flight at a time; what arrives meanwhile forms the
  * next. deleteSession queues range clears for the client's u␀ and i␀ keys, expanded into deletes when
  * the batch is written (keys on disk plus keys put earlier in the same batch).
+ * o␀ and m␀ puts are coalesced: they are encoded when their batch is taken for writing, a newer record
+ * for the same seq replaces a pending put in place, and a delete that comes first drops the pending
+ * put (a delivery acknowledged before its batch was taken costs no encoding and no write); a delete
+ * is written only for a key an earlier batch wrote. The result on disk is what writing every op
+ * would leave.
  * `whenDurable` callbacks ride on the batch that holds the writes issued before them. Reads wait for
  * the pending and in-flight batches, so they observe every mutation issued before them. After a
  * failed write the store refuses further work and reports that error: the in-memory reference
@@ -40,6 +57,8 @@
 import { readdir } from 'node:fs/promises';
 import { Level } from 'level';
 import type {
+  DedupRecord,
+  GroupMessageRecord,
   OutgoingRecord,
   OutgoingState,
   Persistence,
@@ -69,7 +88,35 @@ const PID_WIDTH = 5;
 type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
 /** Delete every key in [gte, lt): expanded into del ops when the batch is written. */
 type ClearOp = { type: 'clear'; gte: string; lt: string };
-type PendingOp = Op | ClearOp;
+/** An o␀ record known in memory: its body's id, its put while that is pending, whether it was written. */
+interface OutRef {
+  id: string;
+  put: OutPut | null;
+  stored: boolean;
+}
+/** A body: how many o␀ records reference it, its put while that is pending, whether it was written. */
+interface BodyRef {
+  n: number;
+  put: BodyPut | null;
+  stored: boolean;
+}
+/**
+ * Puts of o␀ records and m␀ bodies are encoded when their batch is taken for writing, not when
+ * issued: a newer record for the same seq replaces a pending one in place, and a delete that comes
+ * before the batch is taken drops the pending put (nothing is encoded or written, nor deleted).
+ */
+interface OutPut {
+  type: 'out';
+  clientId: string;
+  rec: OutgoingRecord;
+  ref: OutRef;
+}
+interface BodyPut {
+  type: 'body';
+  msg: StoredMessage;
+  ref: BodyRef;
+}
+type PendingOp = Op | ClearOp | OutPut | BodyPut;
 type Callback = (err?: Error) => void;
 
 interface EncodedMessage {
@@ -89,6 +136,19 @@ interface EncodedOutgoing {
   r: boolean;
   p?: number;
   i?: number[];
+  g?: string;
+  a?: number;
+  u?: boolean;
+}
+
+interface EncodedGroupMessage {
+  m: EncodedMessage;
+  p: number;
+  a: number;
+  d?: number;
+  c?: number;
+  l?: string;
+  u?: boolean;
 }
 
 function encodeMessage(msg: StoredMessage): EncodedMessage {
@@ -128,6 +188,20 @@ function decodeMessage(enc: EncodedMessage): StoredMessage {
   return msg;
 }
 
+/**
+ * The o␀ value: JSON of an EncodedOutgoing, built by hand (about half the cost of JSON.stringify on
+ * an object here) since every stored delivery writes one.
+ */
+function encodeOutgoing(rec: OutgoingRecord): string {
+  let s = `{"m":${JSON.stringify(rec.message.id)},"s":"${rec.state}","q":${rec.qos},"r":${rec.retain}`;
+  if (rec.packetId !== undefined) s += `,"p":${rec.packetId}`;
+  if (rec.subscriptionIds !== undefined) s += `,"i":[${rec.subscriptionIds.join(',')}]`;
+  if (rec.group !== undefined) s += `,"g":${JSON.stringify(rec.group)}`;
+  if (rec.attempts !== undefined) s += `,"a":${rec.attempts}`;
+  if (rec.dup !== undefined) s += `,"u":${rec.dup}`;
+  return `${s}}`;
+}
+
 function checkName(what: string, s: string): void {
   if (s.includes(SEP)) throw new TypeError(`${what} must not contain U+0000: ${JSON.stringify(s)}`);
 }
@@ -146,6 +220,9 @@ const inKey = (clientId: string, packetId: number) =>
   `i${SEP}${clientId}${SEP}${String(packetId).padStart(PID_WIDTH, '0')}`;
 const bodyKey = (id: string) => `m${SEP}${id}`;
 const retainedKey = (topic: string) => `r${SEP}${topic}`;
+const groupKey = (group: string, seq: number) =>
+  `g${SEP}${group}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
+const dedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
 /** Bounds of every key under `<parts joined by SEP>␀`. */
 const range = (...parts: string[]) => {
   const p = parts.join(SEP);
@@ -164,16 +241,17 @@ export class LevelPersistence implements Persistence {
   private state: 'new' | 'opening' | 'open' | 'closing' | 'closed' = 'new';
   private failed: Error | undefined;
 
-  /** messageId → number of o␀ records referencing its body. */
-  private refs = new Map<string, number>();
-  /** clientId → seq → messageId of its o␀ records. */
-  private outIndex = new Map<string, Map<number, string>>();
+  /** messageId → its body: the number of o␀ records referencing it, and its write state. */
+  private refs = new Map<string, BodyRef>();
+  /** clientId → seq → its o␀ record: body id and write state. */
+  private outIndex = new Map<string, Map<number, OutRef>>();
 
   private pending: PendingOp[] = [];
   private pendingCbs: Callback[] = [];
   private scheduled = false;
   private inflight: { cbs: Callback[] } | null = null;
   private batches = 0;
+  private opsCount = 0;
 
   constructor(opts: LevelPersistenceOptions) {
     this.dir = opts.dir;
@@ -185,10 +263,15 @@ export class LevelPersistence implements Persistence {
     return this.batches;
   }
 
+  /** Number of puts and deletes written by those batches (for tests and metrics). */
+  get opsWritten(): number {
+    return this.opsCount;
+  }
+
   /** Distinct message bodies currently referenced, and references to them (for tests and metrics). */
   bodyStats(): { bodies: number; references: number } {
     let references = 0;
-    for (const n of this.refs.values()) references += n;
+    for (const b of this.refs.values()) references += b.n;
     return { bodies: this.refs.size, references };
   }
 
@@ -336,8 +419,10 @@ export class LevelPersistence implements Persistence {
           idx = new Map();
           this.outIndex.set(clientId, idx);
         }
-        idx.set(seq, id);
-        this.refs.set(id, (this.refs.get(id) ?? 0) + 1);
+        idx.set(seq, { id, put: null, stored: true });
+        const body = this.refs.get(id);
+        if (body) body.n++;
+        else this.refs.set(id, { n: 1, put: null, stored: true });
       }
       const missing = new Set(this.refs.keys());
       for await (const key of this.db.keys({ gte: `m${SEP}`, lt: `m${END}` })) {
@@ -346,8 +431,8 @@ export class LevelPersistence implements Persistence {
       }
       if (missing.size) {
         for (const [clientId, idx] of this.outIndex) {
-          for (const [seq, id] of idx) {
-            if (!missing.has(id)) continue;
+          for (const [seq, ref] of idx) {
+            if (!missing.has(ref.id)) continue;
             ops.push({ type: 'del', key: outKey(clientId, seq) });
             idx.delete(seq);
           }
@@ -386,18 +471,45 @@ export class LevelPersistence implements Persistence {
   private readonly flush = (): void => {
     this.scheduled = false;
     if (this.inflight || this.pending.length === 0) return;
-    const ops = this.pending;
+    const ops = this.take(this.pending);
     const batch = { cbs: this.pendingCbs };
     this.pending = [];
     this.pendingCbs = [];
     this.inflight = batch;
+    if (ops.length === 0) {
+      // Every put was dropped by a later delete: nothing to write, the callbacks are due now.
+      this.settle(batch.cbs, undefined, false);
+      return;
+    }
     this.write(ops).then(
-      () => this.settle(batch.cbs, undefined),
-      (e: unknown) => this.settle(batch.cbs, e instanceof Error ? e : new Error(String(e))),
+      () => this.settle(batch.cbs, undefined, true),
+      (e: unknown) => this.settle(batch.cbs, e instanceof Error ? e : new Error(String(e)), true),
     );
   };
 
-  private settle(cbs: Callback[], err: Error | undefined): void {
+  /**
+   * The ops of a batch as written: pending o␀ and m␀ puts are encoded now and count as stored from
+   * here on (a later delete must be written), dropped ones are left out.
+   */
+  private take(pending: PendingOp[]): (Op | ClearOp)[] {
+    const ops: (Op | ClearOp)[] = [];
+    for (const op of pending) {
+      if (op.type === 'out') {
+        if (op.ref.put !== op) continue;
+        op.ref.put = null;
+        op.ref.stored = true;
+        ops.push({ type: 'put', key: outKey(op.clientId, op.rec.seq), value: encodeOutgoing(op.rec) });
+      } else if (op.type === 'body') {
+        if (op.ref.put !== op) continue;
+        op.ref.put = null;
+        op.ref.stored = true;
+        ops.push({ type: 'put', key: bodyKey(op.msg.id), value: JSON.stringify(encodeMessage(op.msg)) });
+      } else ops.push(op);
+    }
+    return ops;
+  }
+
+  private settle(cbs: Callback[], err: Error | undefined, wrote: boolean): void {
     this.inflight = null;
     if (err) {
       this.failed ??= new Error(`writing to data dir ${this.dir} failed: ${err.message}`, { cause: err });
@@ -405,7 +517,7 @@ export class LevelPersistence implements Persistence {
       this.pending = [];
       this.pendingCbs = [];
       cbs.push(...pendingCbs);
-    } else {
+    } else if (wrote) {
       this.batches++;
     }
     for (const cb of cbs) {
@@ -420,7 +532,7 @@ export class LevelPersistence implements Persistence {
     if (this.pending.length) this.flush();
   }
 
-  private async write(pending: PendingOp[]): Promise<void> {
+  private async write(pending: (Op | ClearOp)[]): Promise<void> {
     let ops: Op[];
     if (pending.some((op) => op.type === 'clear')) {
       // A clear covers what is on disk (every earlier batch is written) and what this batch put
@@ -450,6 +562,7 @@ export class LevelPersistence implements Persistence {
       else batch.del(op.key);
     }
     await batch.write({ sync: this.sync });
+    this.opsCount += ops.length;
   }
 
   whenDurable(cb: (err?: Error) => void): void {
@@ -483,9 +596,10 @@ export class LevelPersistence implements Persistence {
     const idx = this.outIndex.get(clientId);
     if (idx) {
       this.outIndex.delete(clientId);
-      for (const [seq, id] of idx) {
-        this.del(outKey(clientId, seq));
-        this.release(id);
+      for (const [seq, ref] of idx) {
+        ref.put = null;
+        if (ref.stored) this.del(outKey(clientId, seq));
+        this.release(ref.id);
       }
     }
     this.pending.push({ type: 'clear', ...range('u', clientId) }, { type: 'clear', ...range('i', clientId) });
@@ -535,45 +649,60 @@ export class LevelPersistence implements Persistence {
       this.outIndex.set(clientId, idx);
     }
     const id = rec.message.id;
-    const old = idx.get(rec.seq);
-    if (old !== id) {
-      idx.set(rec.seq, id);
-      const n = this.refs.get(id);
-      if (n === undefined) {
-        this.refs.set(id, 1);
-        this.put(bodyKey(id), JSON.stringify(encodeMessage(rec.message)));
-      } else {
-        this.refs.set(id, n + 1);
-      }
-      if (old !== undefined) this.release(old);
+    let ref = idx.get(rec.seq);
+    if (ref === undefined) {
+      ref = { id, put: null, stored: false };
+      idx.set(rec.seq, ref);
+      this.hold(rec.message);
+    } else if (ref.id !== id) {
+      const old = ref.id;
+      ref.id = id;
+      this.hold(rec.message);
+      this.release(old);
     }
-    const enc: EncodedOutgoing = { m: id, s: rec.state, q: rec.qos, r: rec.retain };
-    if (rec.packetId !== undefined) enc.p = rec.packetId;
-    if (rec.subscriptionIds !== undefined) enc.i = rec.subscriptionIds;
-    this.put(outKey(clientId, rec.seq), JSON.stringify(enc));
+    if (ref.put) {
+      ref.put.rec = rec; // not taken for writing yet: the newer record replaces it
+    } else {
+      ref.put = { type: 'out', clientId, rec, ref };
+      this.pending.push(ref.put);
+      this.schedule();
+    }
+  }
+
+  /** Adds one reference to a body; its first one stores it. */
+  private hold(msg: StoredMessage): void {
+    const body = this.refs.get(msg.id);
+    if (body) {
+      body.n++;
+      return;
+    }
+    const ref: BodyRef = { n: 1, put: null, stored: false };
+    ref.put = { type: 'body', msg, ref };
+    this.refs.set(msg.id, ref);
+    this.pending.push(ref.put);
+    this.schedule();
   }
 
   /** Drops one reference to a body; deletes the body with its last reference. */
   private release(id: string): void {
-    const n = this.refs.get(id);
-    if (n === undefined) return;
-    if (n > 1) {
-      this.refs.set(id, n - 1);
-    } else {
-      this.refs.delete(id);
-      this.del(bodyKey(id));
-    }
+    const body = this.refs.get(id);
+    if (body === undefined) return;
+    if (--body.n > 0) return;
+    this.refs.delete(id);
+    body.put = null;
+    if (body.stored) this.del(bodyKey(id));
   }
 
   deleteOutgoing(clientId: string, seq: number): void {
     this.assertWritable();
     const idx = this.outIndex.get(clientId);
-    const id = idx?.get(seq);
-    if (idx === undefined || id === undefined) return;
+    const ref = idx?.get(seq);
+    if (idx === undefined || ref === undefined) return;
     idx.delete(seq);
     if (idx.size === 0) this.outIndex.delete(clientId);
-    this.del(outKey(clientId, seq));
-    this.release(id);
+    ref.put = null;
+    if (ref.stored) this.del(outKey(clientId, seq));
+    this.release(ref.id);
   }
 
   async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
@@ -601,6 +730,9 @@ export class LevelPersistence implements Persistence {
         const rec: OutgoingRecord = { seq, state: enc.s, qos: enc.q, retain: enc.r, message };
         if (enc.p !== undefined) rec.packetId = enc.p;
         if (enc.i !== undefined) rec.subscriptionIds = enc.i;
+        if (enc.g !== undefined) rec.group = enc.g;
+        if (enc.a !== undefined) rec.attempts = enc.a;
+        if (enc.u !== undefined) rec.dup = enc.u;
         out.push(rec);
       }
       return out;
@@ -669,6 +801,73 @@ export class LevelPersistence implements Persistence {
     for await (const [key, value] of this.db.iterator({ gte: `w${SEP}`, lt: `w${END}` })) {
       const { fireAt, message } = JSON.parse(value) as { fireAt: number; message: EncodedMessage };
       yield { clientId: key.slice(2), fireAt, message: decodeMessage(message) };
+    }
+  }
+
+  // ---- shared subscription groups ------------------------------------------------------------
+
+  putGroupMessage(group: string, rec: GroupMessageRecord): void {
+    this.assertWritable();
+    checkName('group', group);
+    checkSeq(rec.seq);
+    const enc: EncodedGroupMessage = { m: encodeMessage(rec.message), p: rec.priority, a: rec.attempts };
+    if (rec.dueAt !== undefined) enc.d = rec.dueAt;
+    if (rec.lastReason !== undefined) enc.c = rec.lastReason;
+    if (rec.lastMember !== undefined) enc.l = rec.lastMember;
+    if (rec.dup !== undefined) enc.u = rec.dup;
+    this.put(groupKey(group, rec.seq), JSON.stringify(enc));
+  }
+
+  deleteGroupMessage(group: string, seq: number): void {
+    this.assertWritable();
+    checkName('group', group);
+    this.del(groupKey(group, seq));
+  }
+
+  async *listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }> {
+    await this.written();
+    for await (const [key, value] of this.db.iterator({ gte: `g${SEP}`, lt: `g${END}` })) {
+      const group = key.slice(2, key.length - SEQ_WIDTH - 1);
+      const enc = JSON.parse(value) as EncodedGroupMessage;
+      const rec: GroupMessageRecord = {
+        seq: Number(key.slice(key.length - SEQ_WIDTH)),
+        message: decodeMessage(enc.m),
+        priority: enc.p,
+        attempts: enc.a,
+      };
+      if (enc.d !== undefined) rec.dueAt = enc.d;
+      if (enc.c !== undefined) rec.lastReason = enc.c;
+      if (enc.l !== undefined) rec.lastMember = enc.l;
+      if (enc.u !== undefined) rec.dup = enc.u;
+      yield { group, rec };
+    }
+  }
+
+  // ---- idempotency keys ----------------------------------------------------------------------
+
+  putDedup(rec: DedupRecord): void {
+    this.assertWritable();
+    checkName('topic', rec.topic);
+    checkName('idempotency key', rec.key);
+    this.put(dedupKey(rec.topic, rec.key), JSON.stringify({ e: rec.expiresAt }));
+  }
+
+  deleteDedup(topic: string, key: string): void {
+    this.assertWritable();
+    checkName('topic', topic);
+    checkName('idempotency key', key);
+    this.del(dedupKey(topic, key));
+  }
+
+  async *listDedup(): AsyncIterable<DedupRecord> {
+    await this.written();
+    for await (const [k, value] of this.db.iterator({ gte: `d${SEP}`, lt: `d${END}` })) {
+      const sep = k.indexOf(SEP, 2);
+      yield {
+        topic: k.slice(2, sep),
+        key: k.slice(sep + 1),
+        expiresAt: (JSON.parse(value) as { e: number }).e,
+      };
     }
   }
 }

@@ -1,4 +1,6 @@
 import type {
+  DedupRecord,
+  GroupMessageRecord,
   OutgoingRecord,
   Persistence,
   SessionRecord,
@@ -19,6 +21,8 @@ export class MemoryPersistence implements Persistence {
   private clients = new Map<string, ClientState>();
   private retained = new Map<string, StoredMessage>();
   private wills = new Map<string, WillRecord>();
+  private groups = new Map<string, Map<number, GroupMessageRecord>>();
+  private dedup = new Map<string, DedupRecord>();
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
@@ -106,5 +110,36 @@ export class MemoryPersistence implements Persistence {
 
   async *listWills(): AsyncIterable<WillRecord> {
     yield* this.wills.values();
+  }
+
+  putGroupMessage(group: string, rec: GroupMessageRecord): void {
+    let g = this.groups.get(group);
+    if (!g) {
+      g = new Map();
+      this.groups.set(group, g);
+    }
+    g.set(rec.seq, rec);
+  }
+
+  deleteGroupMessage(group: string, seq: number): void {
+    this.groups.get(group)?.delete(seq);
+  }
+
+  async *listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }> {
+    for (const [group, g] of [...this.groups]) {
+      for (const rec of [...g.values()].sort((a, b) => a.seq - b.seq)) yield { group, rec };
+    }
+  }
+
+  putDedup(rec: DedupRecord): void {
+    this.dedup.set(`${rec.topic}\u0000${rec.key}`, rec);
+  }
+
+  deleteDedup(topic: string, key: string): void {
+    this.dedup.delete(`${topic}\u0000${key}`);
+  }
+
+  async *listDedup(): AsyncIterable<DedupRecord> {
+    yield* [...this.dedup.values()];
   }
 }

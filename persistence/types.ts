@@ -61,6 +61,15 @@ export interface OutgoingRecord {
   retain: boolean;
   subscriptionIds?: number[];
   message: StoredMessage;
+  /**
+   * Set when the message came through a shared subscription: the group's id (`<share name>/<filter>`).
+   * Such a record is owned by the group's store (GroupMessageRecord) until the member acknowledges it.
+   */
+  group?: string;
+  /** Failed delivery attempts before this one (negative PUBACK/PUBREC from group members). */
+  attempts?: number;
+  /** Sent before, to this session or another member: the PUBLISH carries DUP. */
+  dup?: boolean;
 }
 
 /** A will whose publication waits for its delay (5.0 Will Delay Interval) or its session's end. */
@@ -69,6 +78,37 @@ export interface WillRecord {
   message: StoredMessage;
   /** Epoch ms at which it is published unless the client returns. */
   fireAt: number;
+}
+
+/**
+ * A message held by a shared subscription group (`$share/<name>/<filter>`, `$queue/<filter>`) from
+ * the moment it is routed until a member acknowledges it: waiting in the group queue, in backoff
+ * after a failed attempt, or in flight to a member.
+ */
+export interface GroupMessageRecord {
+  /** Order within the group (the broker-wide increasing sequence). */
+  seq: number;
+  message: StoredMessage;
+  /** 0–9, from the `priority` user property (default 4): higher is served first. */
+  priority: number;
+  /** Failed delivery attempts so far. */
+  attempts: number;
+  /** Epoch ms before which it is not delivered again (retry backoff). */
+  dueAt?: number;
+  /** Reason code of the last failed attempt. */
+  lastReason?: number;
+  /** Client id of the member that failed it last: a retry prefers another member. */
+  lastMember?: string;
+  /** Sent at least once: a redelivery carries DUP. */
+  dup?: boolean;
+}
+
+/** An idempotency key seen on a topic (user property `idempotency-key`), remembered until it expires. */
+export interface DedupRecord {
+  topic: string;
+  key: string;
+  /** Epoch ms after which a publish with this key is delivered again. */
+  expiresAt: number;
 }
 
 export interface Persistence {
@@ -104,4 +144,15 @@ export interface Persistence {
   putWill(rec: WillRecord): void;
   deleteWill(clientId: string): void;
   listWills(): AsyncIterable<WillRecord>;
+
+  /** Inserts or replaces the group's record with this seq; `group` is `<share name>/<filter>`. */
+  putGroupMessage(group: string, rec: GroupMessageRecord): void;
+  deleteGroupMessage(group: string, seq: number): void;
+  /** Every group's records, in seq order within a group. */
+  listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }>;
+
+  /** Inserts or replaces the record of (topic, key). */
+  putDedup(rec: DedupRecord): void;
+  deleteDedup(topic: string, key: string): void;
+  listDedup(): AsyncIterable<DedupRecord>;
 }

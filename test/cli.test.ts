@@ -179,6 +179,13 @@ describe('heron CLI', () => {
       'max-packet-size': String(DEFAULTS.maxPacketSize),
       'max-keepalive': String(DEFAULTS.maxKeepalive),
       'topic-alias-maximum': String(DEFAULTS.topicAliasMaximum),
+      'share-strategy': 'round-robin',
+      'share-group-strategy': 'none',
+      'share-queue-max': String(DEFAULTS.shareQueueMax),
+      'retry-base': String(DEFAULTS.retryBase),
+      'retry-factor': String(DEFAULTS.retryFactor),
+      'retry-max-attempts': String(DEFAULTS.retryMaxAttempts),
+      'dedup-window': String(DEFAULTS.dedupWindow),
       help: 'off',
     });
   });
@@ -189,6 +196,18 @@ describe('heron CLI', () => {
     expect(stdout).toBe('');
     expect(stderr).toMatch(/^heron: .*'--no-such-flag'/);
     expect(stderr).toContain('Usage: heron [options]');
+  });
+
+  it('job distribution flags: a bad strategy or group=strategy spec exits 2 with a message', async () => {
+    const bad = await output(['--port', '0', '--ws-port', '0', '--share-strategy', 'fifo']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--share-strategy must be one of round-robin, least-inflight');
+    const spec = await output(['--port', '0', '--ws-port', '0', '--share-group-strategy', 'hash-key']);
+    expect(spec.code).toBe(2);
+    expect(spec.stderr).toContain('--share-group-strategy takes group=strategy, got "hash-key"');
+    const factor = await output(['--port', '0', '--ws-port', '0', '--retry-factor', '0.5']);
+    expect(factor.code).toBe(2);
+    expect(factor.stderr).toContain('--retry-factor must be a number >= 1');
   });
 
   it('a non-numeric port exits 2 with a message', async () => {

@@ -7,6 +7,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type {
+  DedupRecord,
+  GroupMessageRecord,
   OutgoingRecord,
   Persistence,
   SessionRecord,
@@ -84,6 +86,20 @@ const byKey =
 const sessionsSorted = byKey<SessionRecord>((s) => s.clientId);
 const retainedSorted = byKey<StoredMessage>((m) => m.topic);
 const willsSorted = byKey<WillRecord>((w) => w.clientId);
+const dedupSorted = byKey<DedupRecord>((d) => `${d.topic}\u0000${d.key}`);
+
+export function groupMessage(
+  seq: number,
+  msg: StoredMessage,
+  over: Partial<GroupMessageRecord> = {},
+): GroupMessageRecord {
+  return { seq, message: msg, priority: 4, attempts: 0, ...over };
+}
+
+/** Group records listed by a store, as [group, seq] pairs in listing order. */
+async function groupSeqs(store: Persistence): Promise<[string, number][]> {
+  return (await collect(store.listGroupMessages())).map(({ group, rec }) => [group, rec.seq]);
+}
 
 function expectMessage(actual: StoredMessage, expected: StoredMessage): void {
   // Payloads apart: a deep equal walks a large Buffer byte by byte.
@@ -343,6 +359,22 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         expect(bySeq(await store.getOutgoing('ab'))).toEqual([2]);
         expect(bySeq(await store.getOutgoing('a b'))).toEqual([3]);
       });
+
+      it('keeps the shared group fields: group, attempts, dup', async () => {
+        const m = message();
+        const rec = outgoing(7, m, {
+          state: 'inflight',
+          packetId: 3,
+          group: 'workers/jobs/#',
+          attempts: 2,
+          dup: true,
+        });
+        store.putOutgoing('c', rec);
+        store.putOutgoing('c', outgoing(8, m));
+        const recs = await store.getOutgoing('c');
+        expect(recs).toEqual([rec, outgoing(8, m)]);
+        expect('group' in recs[1] || 'attempts' in recs[1] || 'dup' in recs[1]).toBe(false);
+      });
     });
 
     describe('incoming QoS 2 ids', () => {
@@ -394,6 +426,78 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteWill('c2');
         store.deleteWill('nobody');
         expect(await collect(store.listWills())).toEqual([w1b]);
+      });
+    });
+
+    describe('shared group messages', () => {
+      it('puts, replaces, deletes and lists in seq order within each group', async () => {
+        const m = message();
+        const seqs = [2_000_000_000_000_001, 5, 1_000_000_000_000_000, 10, 0];
+        for (const seq of seqs) store.putGroupMessage('workers/jobs/#', groupMessage(seq, m));
+        store.putGroupMessage('$queue/q', groupMessage(3, message()));
+        const listed = await groupSeqs(store);
+        expect(listed.filter(([g]) => g === 'workers/jobs/#').map(([, seq]) => seq)).toEqual(sortNum(seqs));
+        expect(listed.filter(([g]) => g === '$queue/q')).toEqual([['$queue/q', 3]]);
+
+        const retry = groupMessage(5, m, {
+          priority: 9,
+          attempts: 2,
+          dueAt: 1_900_000_000_000,
+          lastReason: 0x80,
+          lastMember: 'worker-1',
+          dup: true,
+        });
+        store.putGroupMessage('workers/jobs/#', retry);
+        store.deleteGroupMessage('workers/jobs/#', 10);
+        store.deleteGroupMessage('workers/jobs/#', 42);
+        store.deleteGroupMessage('nobody/x', 1);
+        const recs = (await collect(store.listGroupMessages())).filter((r) => r.group === 'workers/jobs/#');
+        expect(recs.map((r) => r.rec.seq)).toEqual([0, 5, 1_000_000_000_000_000, 2_000_000_000_000_001]);
+        expect(recs[1].rec).toEqual(retry);
+        expect(recs[0].rec).toEqual(groupMessage(0, m));
+        for (const k of ['dueAt', 'lastReason', 'lastMember', 'dup']) expect(k in recs[0].rec).toBe(false);
+        expectMessage(recs[1].rec.message, m);
+      });
+
+      it('keeps groups apart when one id extends another, and apart from sessions', async () => {
+        store.putGroupMessage('g/a', groupMessage(1, message()));
+        store.putGroupMessage('g/a/b', groupMessage(2, message()));
+        store.putGroupMessage('g/ab', groupMessage(3, message()));
+        store.putSession({ clientId: 'g/a', protocolVersion: 5, expiryInterval: 1 });
+        store.deleteSession('g/a');
+        expect((await groupSeqs(store)).sort()).toEqual([
+          ['g/a', 1],
+          ['g/a/b', 2],
+          ['g/ab', 3],
+        ]);
+        store.deleteGroupMessage('g/a', 1);
+        expect((await groupSeqs(store)).sort()).toEqual([
+          ['g/a/b', 2],
+          ['g/ab', 3],
+        ]);
+      });
+
+      it('round-trips every StoredMessage field', async () => {
+        const rich = richMessage();
+        store.putGroupMessage('g/#', groupMessage(1, rich));
+        const [{ rec }] = await collect(store.listGroupMessages());
+        expectMessage(rec.message, rich);
+      });
+    });
+
+    describe('idempotency keys', () => {
+      it('puts, replaces, deletes and lists', async () => {
+        const a: DedupRecord = { topic: 'jobs/1', key: 'k1', expiresAt: 1000 };
+        const b: DedupRecord = { topic: 'jobs/1', key: 'k2', expiresAt: 2000 };
+        const c: DedupRecord = { topic: 'jobs/12', key: 'k1', expiresAt: 3000 };
+        const d: DedupRecord = { topic: 'ünï/🌡', key: 'ключ 🔑', expiresAt: 4000 };
+        for (const r of [a, b, c, d]) store.putDedup(r);
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted([a, b, c, d]));
+        const a2 = { ...a, expiresAt: 5000 };
+        store.putDedup(a2);
+        store.deleteDedup('jobs/12', 'k1');
+        store.deleteDedup('jobs/1', 'nope');
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted([a2, b, d]));
       });
     });
 
@@ -533,6 +637,20 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.putSession({ clientId: 'deleted', protocolVersion: 4, expiryInterval: 1 });
         store.putOutgoing('deleted', outgoing(1, message()));
         store.deleteSession('deleted');
+        const held = groupMessage(9, rich, {
+          attempts: 1,
+          dueAt: 1_900_000_000_000,
+          lastReason: 0x83,
+          dup: true,
+        });
+        store.putGroupMessage('workers/jobs/#', held);
+        store.putGroupMessage('workers/jobs/#', groupMessage(10, shared));
+        store.putGroupMessage('workers/jobs/#', groupMessage(11, shared));
+        store.deleteGroupMessage('workers/jobs/#', 10);
+        const key: DedupRecord = { topic: 'jobs/1', key: 'once', expiresAt: 1_900_000_000_000 };
+        store.putDedup(key);
+        store.putDedup({ topic: 'jobs/1', key: 'gone', expiresAt: 1 });
+        store.deleteDedup('jobs/1', 'gone');
 
         const s = await reopen();
         expect(sessionsSorted(await collect(s.listSessions()))).toEqual(sessions);
@@ -550,6 +668,13 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         expect(retained).toEqual([rich]);
         expectMessage(retained[0], rich);
         expect(await collect(s.listWills())).toEqual([will]);
+        const groups = await collect(s.listGroupMessages());
+        expect(groups).toEqual([
+          { group: 'workers/jobs/#', rec: held },
+          { group: 'workers/jobs/#', rec: groupMessage(11, shared) },
+        ]);
+        expectMessage(groups[0].rec.message, rich);
+        expect(await collect(s.listDedup())).toEqual([key]);
       });
 
       it('keeps working after reopen: replace, delete, cascade', async (ctx) => {

@@ -251,6 +251,85 @@ describe('LevelPersistence', () => {
     await expect(s.getOutgoing('c')).rejects.toThrow(/not open/);
   });
 
+  it('a delivery record put and deleted before its batch is taken is neither encoded nor written', async () => {
+    const dir = await newDir();
+    const s = await openStore(dir);
+    const before = s.batchesWritten;
+    const opsBefore = s.opsWritten;
+    const shared = message();
+    s.putOutgoing('fast', outgoing(1, shared)); // acknowledged at once: nothing to keep
+    s.putOutgoing('slow', outgoing(1, shared)); // still owed: its record and the body are written
+    s.putOutgoing('fast', outgoing(2, message()));
+    s.deleteOutgoing('fast', 1);
+    s.deleteOutgoing('fast', 2);
+    let called = false;
+    s.whenDurable(() => {
+      called = true;
+    });
+    await durable(s);
+    expect(called).toBe(true);
+    expect(s.batchesWritten).toBe(before + 1);
+    expect(s.opsWritten - opsBefore).toBe(2); // slow's record and the body; nothing of fast's
+    await s.close();
+    const raw = await rawEntries(dir);
+    expect(prefixed(raw, 'o').map(([k]) => k)).toEqual([`o\x00slow\x00${'1'.padStart(16, '0')}`]);
+    expect(prefixed(raw, 'm').map(([k]) => k)).toEqual([`m\x00${shared.id}`]);
+  });
+
+  it('only cancelled writes pending: no batch is written and whenDurable still calls back', async () => {
+    const dir = await newDir();
+    const s = await openStore(dir);
+    const before = s.batchesWritten;
+    s.putOutgoing('c', outgoing(1, message()));
+    s.deleteOutgoing('c', 1);
+    await durable(s);
+    expect(s.batchesWritten).toBe(before);
+    expect(s.bodyStats()).toEqual({ bodies: 0, references: 0 });
+    await s.close();
+    expect(prefixed(await rawEntries(dir), 'o')).toEqual([]);
+    expect(prefixed(await rawEntries(dir), 'm')).toEqual([]);
+  });
+
+  it('a record replaced before its batch is taken is written once, in its last state', async () => {
+    const dir = await newDir();
+    const s = await openStore(dir);
+    const m = message();
+    s.putOutgoing('c', outgoing(1, m));
+    s.putOutgoing('c', outgoing(1, m, { state: 'inflight', packetId: 5 }));
+    s.putOutgoing('c', outgoing(1, m, { state: 'pubrel', packetId: 5 }));
+    expect(s.bodyStats()).toEqual({ bodies: 1, references: 1 });
+    await s.close();
+    const o = prefixed(await rawEntries(dir), 'o');
+    expect(o).toHaveLength(1);
+    expect(JSON.parse(o[0][1])).toEqual({ m: m.id, s: 'pubrel', q: 1, r: false, p: 5 });
+  });
+
+  it('a written record replaced and then deleted before the next batch: the delete is written', async () => {
+    const dir = await newDir();
+    let s = await openStore(dir);
+    const m = message();
+    s.putOutgoing('c', outgoing(1, m));
+    await durable(s);
+    s.putOutgoing('c', outgoing(1, m, { state: 'inflight', packetId: 9 }));
+    s.deleteOutgoing('c', 1);
+    await s.close();
+    let raw = await rawEntries(dir);
+    expect(prefixed(raw, 'o')).toEqual([]);
+    expect(prefixed(raw, 'm')).toEqual([]);
+    // Same through deleteSession, for records written before it, pending, or both.
+    s = await openStore(dir);
+    s.putOutgoing('d', outgoing(1, m));
+    s.putOutgoing('d', outgoing(2, message()));
+    await durable(s);
+    s.putOutgoing('d', outgoing(2, m, { state: 'inflight', packetId: 1 }));
+    s.putOutgoing('d', outgoing(3, message()));
+    s.deleteSession('d');
+    await s.close();
+    raw = await rawEntries(dir);
+    expect(prefixed(raw, 'o')).toEqual([]);
+    expect(prefixed(raw, 'm')).toEqual([]);
+  });
+
   it('close waits for pending writes', async () => {
     const dir = await newDir();
     const s = await openStore(dir);

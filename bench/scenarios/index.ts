@@ -4,6 +4,8 @@ import { fanIn } from './fan-in.js';
 import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
 import { latency } from './latency.js';
+import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
+import { shared } from './shared.js';
 import { topicTree } from './topic-tree.js';
 
 export const scenarios: Scenario[] = [
@@ -13,6 +15,10 @@ export const scenarios: Scenario[] = [
   fanOut,
   latency(0),
   latency(1),
+  shared,
   idleConnections,
+  persistFanInMemory,
+  persistFanInLevel,
+  startup,
   topicTree,
 ];

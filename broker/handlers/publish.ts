@@ -71,6 +71,13 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   } else if (broker.hooks.authorizePublish && !broker.hooks.authorizePublish(conn.clientInfo, topic)) {
     // 3.1.1 cannot say no: the message is acknowledged and dropped [MQTT-3.3.5-2].
     reasonCode = RC.NOT_AUTHORIZED;
+  } else if (
+    v5 &&
+    props?.userProperties !== undefined &&
+    broker.dedup.repeated(topic, props.userProperties)
+  ) {
+    // Its idempotency key was seen on this topic within the dedup window: acknowledged as usual,
+    // not delivered (or retained) again.
   } else {
     const retained = packet.retain || qos > 0;
     // Keep a private copy of bodies that outlive this tick so they don't pin the socket's chunk.

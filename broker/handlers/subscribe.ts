@@ -26,6 +26,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
   if (subscriptionId === 0) return conn.close(RC.PROTOCOL_ERROR, 'subscription identifier 0');
   const codes: number[] = [];
   const retainedFor: { rec: SubscriptionRecord; isNew: boolean }[] = [];
+  let joinedGroup = false;
 
   for (const s of packet.subscriptions) {
     const shared = parseShared(s.topic);
@@ -59,8 +60,10 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
     broker.router.add(session, rec);
     if (session.persistent) broker.persistence.putSubscription(session.clientId, rec);
     codes.push(qos);
-    // Retained messages are not sent for a shared subscription.
+    // Retained messages are not sent for a shared subscription (5.0 section 4.8.2; section 3.3.1.3
+    // sends them to a new non-shared subscription only).
     if (!shared) retainedFor.push({ rec, isNew });
+    else joinedGroup = true;
     broker.emit('subscribe', conn.clientId, rec);
   }
 
@@ -76,5 +79,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
         session.deliver(msg, Math.min(msg.qos, rec.qos) as QoS, true, ids);
       }
     }
+    // A new member: its groups may hand it messages that were waiting for one.
+    if (joinedGroup) broker.shares.roomFor(session);
   });
 }

@@ -13,9 +13,18 @@ export const SHARE_STRATEGIES: readonly ShareStrategy[] = [
 
 /** What a strategy needs to know of a member. */
 export interface Candidate {
-  /** Connected with room in its inflight window. */
+  /** Connected (and not still loading a resumed session). */
+  readonly online: boolean;
+  /** Online with room in its inflight window and nothing queued: a message goes out at once. */
   readonly ready: boolean;
+  /** Online with room in its session queue: partitioning strategies queue there to keep key order. */
+  readonly accepting: boolean;
+  /** Unacknowledged QoS 1/2 messages. */
   readonly inflight: number;
+}
+
+export function isPartitioning(strategy: ShareStrategy): boolean {
+  return strategy === 'hash-topic' || strategy === 'hash-key';
 }
 
 /** The user property that partitions messages for `hash-key`. */
@@ -36,10 +45,25 @@ export function userProperty(msg: Message, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The member a partitioning strategy maps a message to among the online ones, or -1 if none is online. */
+export function partitionOf(strategy: ShareStrategy, members: readonly Candidate[], msg: Message): number {
+  const n = members.length;
+  let online = 0;
+  for (let i = 0; i < n; i++) if (members[i].online) online++;
+  if (online === 0) return -1;
+  const key = strategy === 'hash-key' ? (userProperty(msg, PARTITION_KEY) ?? msg.topic) : msg.topic;
+  let target = hash(key) % online;
+  for (let i = 0; i < n; i++) {
+    if (members[i].online && target-- === 0) return i;
+  }
+  return -1;
+}
+
 /**
  * Picks a member index, or -1 when the message must wait in the group queue. Partitioning
- * strategies always pick the member its key hashes to (ready or not), so per-key order holds;
- * the others skip members without room.
+ * strategies hash over the online members (so a key keeps its member while membership and
+ * connections are unchanged) and take that member whenever its session queue has room: the
+ * session queue keeps per-key order. The others pick among members that can send at once.
  */
 export function pick(
   strategy: ShareStrategy,
@@ -52,10 +76,9 @@ export function pick(
   if (n === 0) return -1;
   switch (strategy) {
     case 'hash-topic':
-      return hash(msg.topic) % n;
     case 'hash-key': {
-      const key = userProperty(msg, PARTITION_KEY);
-      return hash(key ?? msg.topic) % n;
+      const i = partitionOf(strategy, members, msg);
+      return i >= 0 && members[i].accepting ? i : -1;
     }
     case 'least-inflight': {
       let best = -1;

@@ -1,0 +1,220 @@
+import type { UserProperties } from 'mqtt-packet';
+import type { GroupMessageRecord, OutgoingRecord } from '../../persistence/types.js';
+import type { Broker } from '../broker.js';
+import { createMessage, type Message } from '../message.js';
+import type { Session } from '../session.js';
+import { ShareGroup } from './group.js';
+import { priorityOf, type Waiting } from './queue.js';
+import { backoff, type Clock, systemClock } from './retry.js';
+
+/** Dead-lettered messages go to `$DLQ/<share name>/<original topic>`. */
+export const DLQ_PREFIX = '$DLQ/';
+/** User properties a dead-lettered message carries, besides the original ones. */
+export const DLQ_PROPERTIES = {
+  topic: 'original-topic',
+  attempts: 'attempts',
+  reasonCode: 'reason-code',
+} as const;
+
+/**
+ * Every shared subscription group, by id (`<share name>/<filter>`), and what crosses groups and
+ * sessions: storage of held messages, a member going offline or ending, failed deliveries (retry
+ * with backoff, then dead-letter), restore at start.
+ *
+ * A group lives while it has members. When its last member leaves, the group leaves the topic tree
+ * (so new messages no longer match it) but keeps what it already held, waiting for the next session
+ * that subscribes to the same shared filter. (MQTT 5.0 section 4.8.2 lets a shared subscription end
+ * with its last session and discard its messages; a job queue keeps accepted jobs instead.)
+ */
+export class SharedGroups {
+  private readonly groups = new Map<string, ShareGroup>();
+
+  constructor(
+    readonly broker: Broker,
+    readonly clock: Clock = systemClock,
+  ) {}
+
+  /** The group of `$share/<name>/<filter>`, created if needed. */
+  group(name: string, filter: string): ShareGroup {
+    const id = `${name}/${filter}`;
+    let g = this.groups.get(id);
+    if (!g) {
+      const o = this.broker.options;
+      g = new ShareGroup(name, filter, o.shareGroups[name]?.strategy ?? o.shareStrategy, this);
+      this.groups.set(id, g);
+    }
+    return g;
+  }
+
+  find(name: string, filter: string): ShareGroup | undefined {
+    return this.groups.get(`${name}/${filter}`);
+  }
+
+  /** A group by id; a share name holds no `/`, so the id splits at its first one. */
+  private byId(id: string): ShareGroup {
+    const g = this.groups.get(id);
+    if (g) return g;
+    const slash = id.indexOf('/');
+    return this.group(id.slice(0, slash), id.slice(slash + 1));
+  }
+
+  /** Forgets a group without members once it holds nothing. */
+  release(g: ShareGroup): void {
+    if (g.members.length === 0 && g.held === 0 && this.groups.get(g.id) === g) {
+      g.stop();
+      this.groups.delete(g.id);
+    }
+  }
+
+  get size(): number {
+    return this.groups.size;
+  }
+
+  /** Every group (introspection and tests). */
+  all(): IterableIterator<ShareGroup> {
+    return this.groups.values();
+  }
+
+  /** Writes a held message's record. */
+  store(groupId: string, e: Waiting): void {
+    const rec: GroupMessageRecord = {
+      seq: e.seq,
+      message: e.message,
+      priority: e.priority,
+      attempts: e.attempts,
+    };
+    if (e.dueAt !== undefined) rec.dueAt = e.dueAt;
+    if (e.lastReason !== undefined) rec.lastReason = e.lastReason;
+    if (e.lastMember !== undefined) rec.lastMember = e.lastMember;
+    if (e.dup) rec.dup = true;
+    this.broker.persistence.putGroupMessage(groupId, rec);
+  }
+
+  /** A member completed (or a discard ended) a group message: the group's copy goes. */
+  settle(rec: OutgoingRecord): void {
+    this.broker.persistence.deleteGroupMessage(rec.group!, rec.seq);
+  }
+
+  /**
+   * A 5.0 member answered PUBACK or PUBREC with a reason code >= 0x80. MQTT 5.0 [MQTT-4.8.2-6]
+   * would have the message discarded; Heron retries it after a backoff, on another member when
+   * there is one, and after retryMaxAttempts attempts publishes it to `$DLQ/<group>/<topic>`.
+   * retryMaxAttempts 0 restores the discard.
+   */
+  failed(session: Session, rec: OutgoingRecord, reasonCode: number): void {
+    const o = this.broker.options;
+    const g = this.byId(rec.group!);
+    const attempts = (rec.attempts ?? 0) + 1;
+    const hex = `0x${reasonCode.toString(16).padStart(2, '0')}`;
+    if (o.retryMaxAttempts === 0) {
+      this.settle(rec);
+      this.broker.dropped(session, rec.message, `shared delivery failed with ${hex}`);
+      return;
+    }
+    if (attempts >= o.retryMaxAttempts) {
+      this.settle(rec);
+      this.deadLetter(g, rec.message, attempts, reasonCode);
+      return;
+    }
+    const e: Waiting = {
+      seq: rec.seq,
+      message: rec.message,
+      priority: priorityOf(rec.message),
+      attempts,
+      dup: true,
+      dueAt: this.clock.now() + backoff(attempts, o.retryBase, o.retryFactor),
+      lastReason: reasonCode,
+      lastMember: session.clientId,
+    };
+    this.store(g.id, e);
+    g.delay(e);
+    this.broker.log.debug(
+      { group: g.id, topic: rec.message.topic, attempts, reasonCode: hex, dueAt: e.dueAt },
+      'shared delivery failed; retrying',
+    );
+    this.release(g);
+  }
+
+  /** Publishes a message whose attempts are used up to `$DLQ/<share name>/<original topic>`. */
+  private deadLetter(g: ShareGroup, msg: Message, attempts: number, reasonCode: number): void {
+    const props = msg.properties;
+    const user: UserProperties = { ...props?.userProperties };
+    user[DLQ_PROPERTIES.topic] = msg.topic;
+    user[DLQ_PROPERTIES.attempts] = String(attempts);
+    user[DLQ_PROPERTIES.reasonCode] = `0x${reasonCode.toString(16).padStart(2, '0')}`;
+    const topic = `${DLQ_PREFIX}${g.name}/${msg.topic}`;
+    this.broker.log.info({ group: g.id, topic: msg.topic, attempts, deadLetter: topic }, 'dead-lettered');
+    this.broker.publishMessage(
+      createMessage(topic, msg.payload, msg.qos, false, { ...props, userProperties: user }),
+      null,
+    );
+  }
+
+  /**
+   * A member's connection ended while its session lives on: its QoS 1 group messages (in flight or
+   * queued) and queued QoS 2 ones go back to the group for another member, with DUP if they had
+   * been sent (5.0 section 4.8.2 allows this for QoS 1 as soon as the connection is lost). QoS 2
+   * messages already sent stay: their delivery is completed with this member when it reconnects
+   * [MQTT-4.8.2-4].
+   */
+  memberOffline(session: Session): void {
+    this.takeBack(session.takeGroupRecords(false), session);
+  }
+
+  /**
+   * A member's session ended: what it held goes back to its groups, except QoS 2 messages already
+   * sent to it, which no other member may get [MQTT-4.8.2-5]: they are discarded.
+   */
+  sessionEnded(session: Session): void {
+    this.takeBack(session.takeGroupRecords(true), session);
+  }
+
+  private takeBack(recs: OutgoingRecord[], session: Session): void {
+    if (recs.length === 0) return;
+    const touched = new Set<ShareGroup>();
+    for (const rec of recs) {
+      if (rec.qos === 2 && rec.state !== 'queued') {
+        this.settle(rec);
+        this.broker.dropped(session, rec.message, 'session ended during a shared QoS 2 delivery');
+        continue;
+      }
+      const g = this.byId(rec.group!);
+      g.requeue(rec);
+      touched.add(g);
+    }
+    for (const g of touched) g.pump();
+  }
+
+  /** A member's window has room again: its groups may hand it waiting messages. */
+  roomFor(session: Session): void {
+    const groups = session.shareGroups;
+    if (groups === undefined) return;
+    for (let i = 0; i < groups.length; i++) if (groups[i].waiting.size > 0) groups[i].pump();
+  }
+
+  /** Loads held messages (waiting, in backoff, in flight at the last stop) into their groups. */
+  async restore(): Promise<void> {
+    const now = this.clock.now();
+    let n = 0;
+    for await (const { group, rec } of this.broker.persistence.listGroupMessages()) {
+      const e: Waiting = {
+        seq: rec.seq,
+        message: rec.message,
+        priority: rec.priority,
+        attempts: rec.attempts,
+        dup: rec.dup === true,
+      };
+      if (rec.dueAt !== undefined) e.dueAt = rec.dueAt;
+      if (rec.lastReason !== undefined) e.lastReason = rec.lastReason;
+      if (rec.lastMember !== undefined) e.lastMember = rec.lastMember;
+      this.byId(group).restore(e, now);
+      n++;
+    }
+    if (n > 0)
+      this.broker.log.info({ messages: n, groups: this.groups.size }, 'shared group messages restored');
+  }
+
+  stop(): void {
+    for (const g of this.groups.values()) g.stop();
+  }
+}
