@@ -88,35 +88,41 @@ const PID_WIDTH = 5;
 type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
 /** Delete every key in [gte, lt): expanded into del ops when the batch is written. */
 type ClearOp = { type: 'clear'; gte: string; lt: string };
-/** An o␀ record known in memory: its body's id, its put while that is pending, whether it was written. */
-interface OutRef {
-  id: string;
-  put: OutPut | null;
-  stored: boolean;
-}
-/** A body: how many o␀ records reference it, its put while that is pending, whether it was written. */
-interface BodyRef {
-  n: number;
-  put: BodyPut | null;
-  stored: boolean;
-}
 /**
- * Puts of o␀ records and m␀ bodies are encoded when their batch is taken for writing, not when
- * issued: a newer record for the same seq replaces a pending one in place, and a delete that comes
- * before the batch is taken drops the pending put (nothing is encoded or written, nor deleted).
+ * An o␀ record known in memory, which is also its own pending put: puts of o␀ records and m␀ bodies
+ * are encoded when their batch is taken for writing, not when issued. A newer record for the same
+ * seq replaces a pending one in place, and a delete that comes before the batch is taken drops the
+ * pending put (nothing is encoded or written, nor deleted).
  */
-interface OutPut {
+interface OutRef {
   type: 'out';
   clientId: string;
-  rec: OutgoingRecord;
-  ref: OutRef;
+  seq: number;
+  /** The body's message id. */
+  id: string;
+  /** The record to write while `pending`; null for one known only from the disk. */
+  rec: OutgoingRecord | null;
+  /** In the pending batch, to be written when it is taken. */
+  pending: boolean;
+  /** Written by a batch already taken: a delete must be written too. */
+  stored: boolean;
+  /** The key, once computed. */
+  key: string | undefined;
 }
-interface BodyPut {
+/** A body: how many o␀ records reference it, and its write state (as OutRef). */
+interface BodyRef {
   type: 'body';
-  msg: StoredMessage;
-  ref: BodyRef;
+  msg: StoredMessage | null;
+  n: number;
+  pending: boolean;
+  stored: boolean;
 }
-type PendingOp = Op | ClearOp | OutPut | BodyPut;
+type PendingOp = Op | ClearOp | OutRef | BodyRef;
+
+function refKey(ref: OutRef): string {
+  ref.key ??= outKey(ref.clientId, ref.seq);
+  return ref.key;
+}
 type Callback = (err?: Error) => void;
 
 interface EncodedMessage {
@@ -419,10 +425,10 @@ export class LevelPersistence implements Persistence {
           idx = new Map();
           this.outIndex.set(clientId, idx);
         }
-        idx.set(seq, { id, put: null, stored: true });
+        idx.set(seq, { type: 'out', clientId, seq, id, rec: null, pending: false, stored: true, key });
         const body = this.refs.get(id);
         if (body) body.n++;
-        else this.refs.set(id, { n: 1, put: null, stored: true });
+        else this.refs.set(id, { type: 'body', msg: null, n: 1, pending: false, stored: true });
       }
       const missing = new Set(this.refs.keys());
       for await (const key of this.db.keys({ gte: `m${SEP}`, lt: `m${END}` })) {
@@ -495,15 +501,17 @@ export class LevelPersistence implements Persistence {
     const ops: (Op | ClearOp)[] = [];
     for (const op of pending) {
       if (op.type === 'out') {
-        if (op.ref.put !== op) continue;
-        op.ref.put = null;
-        op.ref.stored = true;
-        ops.push({ type: 'put', key: outKey(op.clientId, op.rec.seq), value: encodeOutgoing(op.rec) });
+        if (!op.pending) continue;
+        op.pending = false;
+        op.stored = true;
+        ops.push({ type: 'put', key: refKey(op), value: encodeOutgoing(op.rec!) });
+        op.rec = null;
       } else if (op.type === 'body') {
-        if (op.ref.put !== op) continue;
-        op.ref.put = null;
-        op.ref.stored = true;
-        ops.push({ type: 'put', key: bodyKey(op.msg.id), value: JSON.stringify(encodeMessage(op.msg)) });
+        if (!op.pending) continue;
+        op.pending = false;
+        op.stored = true;
+        ops.push({ type: 'put', key: bodyKey(op.msg!.id), value: JSON.stringify(encodeMessage(op.msg!)) });
+        op.msg = null;
       } else ops.push(op);
     }
     return ops;
@@ -596,9 +604,10 @@ export class LevelPersistence implements Persistence {
     const idx = this.outIndex.get(clientId);
     if (idx) {
       this.outIndex.delete(clientId);
-      for (const [seq, ref] of idx) {
-        ref.put = null;
-        if (ref.stored) this.del(outKey(clientId, seq));
+      for (const ref of idx.values()) {
+        ref.pending = false;
+        ref.rec = null;
+        if (ref.stored) this.del(refKey(ref));
         this.release(ref.id);
       }
     }
@@ -641,17 +650,17 @@ export class LevelPersistence implements Persistence {
 
   putOutgoing(clientId: string, rec: OutgoingRecord): void {
     this.assertWritable();
-    checkName('clientId', clientId);
-    checkSeq(rec.seq);
     let idx = this.outIndex.get(clientId);
     if (!idx) {
+      checkName('clientId', clientId);
       idx = new Map();
       this.outIndex.set(clientId, idx);
     }
     const id = rec.message.id;
     let ref = idx.get(rec.seq);
     if (ref === undefined) {
-      ref = { id, put: null, stored: false };
+      checkSeq(rec.seq);
+      ref = { type: 'out', clientId, seq: rec.seq, id, rec, pending: false, stored: false, key: undefined };
       idx.set(rec.seq, ref);
       this.hold(rec.message);
     } else if (ref.id !== id) {
@@ -660,11 +669,10 @@ export class LevelPersistence implements Persistence {
       this.hold(rec.message);
       this.release(old);
     }
-    if (ref.put) {
-      ref.put.rec = rec; // not taken for writing yet: the newer record replaces it
-    } else {
-      ref.put = { type: 'out', clientId, rec, ref };
-      this.pending.push(ref.put);
+    ref.rec = rec; // while pending, the newer record replaces the one not yet taken for writing
+    if (!ref.pending) {
+      ref.pending = true;
+      this.pending.push(ref);
       this.schedule();
     }
   }
@@ -676,10 +684,9 @@ export class LevelPersistence implements Persistence {
       body.n++;
       return;
     }
-    const ref: BodyRef = { n: 1, put: null, stored: false };
-    ref.put = { type: 'body', msg, ref };
+    const ref: BodyRef = { type: 'body', msg, n: 1, pending: true, stored: false };
     this.refs.set(msg.id, ref);
-    this.pending.push(ref.put);
+    this.pending.push(ref);
     this.schedule();
   }
 
@@ -689,7 +696,8 @@ export class LevelPersistence implements Persistence {
     if (body === undefined) return;
     if (--body.n > 0) return;
     this.refs.delete(id);
-    body.put = null;
+    body.pending = false;
+    body.msg = null;
     if (body.stored) this.del(bodyKey(id));
   }
 
@@ -700,8 +708,9 @@ export class LevelPersistence implements Persistence {
     if (idx === undefined || ref === undefined) return;
     idx.delete(seq);
     if (idx.size === 0) this.outIndex.delete(clientId);
-    ref.put = null;
-    if (ref.stored) this.del(outKey(clientId, seq));
+    ref.pending = false;
+    ref.rec = null;
+    if (ref.stored) this.del(refKey(ref));
     this.release(ref.id);
   }
 
