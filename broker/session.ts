@@ -156,18 +156,30 @@ export class Session {
     if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
     this.inflight.set(packetId, sent);
     if (this.persistent && !group) this.broker.persistence.putOutgoing(this.clientId, sent);
-    if (
-      !conn.sendPublish(
-        rec.message,
-        rec.qos,
-        rec.retain,
-        rec.dup === true,
-        packetId,
-        rec.subscriptionIds,
-        cache,
-      )
-    )
-      this.unsent(conn, sent);
+    // A stored QoS 2 message goes out only once its record is written: sent first, a crash before
+    // the write would let the publisher's re-sent original reach this client again under a new
+    // packet id. With the memory backend the callback runs at once.
+    if (rec.qos === 2 && (this.persistent || group)) {
+      this.broker.persistence.whenDurable(() => {
+        // A connection gone by then leaves it in flight, re-sent when the client returns.
+        if (this.conn === conn && !conn.closing && this.inflight.get(packetId) === sent) {
+          this.publishNow(conn, sent, undefined);
+        }
+      });
+    } else this.publishNow(conn, sent, cache);
+  }
+
+  private publishNow(conn: Connection, sent: OutgoingRecord, cache: EncodeCache | undefined): void {
+    const ok = conn.sendPublish(
+      sent.message,
+      sent.qos,
+      sent.retain,
+      sent.dup === true,
+      sent.packetId!,
+      sent.subscriptionIds,
+      cache,
+    );
+    if (!ok) this.unsent(conn, sent);
   }
 
   /**

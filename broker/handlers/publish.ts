@@ -71,6 +71,20 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   } else if (broker.hooks.authorizePublish && !broker.hooks.authorizePublish(conn.clientInfo, topic)) {
     // 3.1.1 cannot say no: the message is acknowledged and dropped [MQTT-3.3.5-2].
     reasonCode = RC.NOT_AUTHORIZED;
+  }
+
+  // A refused QoS 2 message ends at PUBREC: no PUBREL follows, so nothing is remembered. An
+  // accepted one's packet id is stored before routing, in the same write as the copies routing
+  // stores: after a crash both are on disk (a re-sent PUBLISH is recognised) or neither is.
+  const remember = qos === 2 && reasonCode < 0x80;
+  if (qos === 1 || remember) conn.inboundUnacked++;
+  if (remember) {
+    session.rememberIncoming(id);
+    if (session.persistent) broker.persistence.addIncoming(session.clientId, id);
+  }
+
+  if (reasonCode !== RC.SUCCESS) {
+    // refused above: acknowledged with its reason code, not routed
   } else if (
     v5 &&
     props?.userProperties !== undefined &&
@@ -98,13 +112,6 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   }
 
   if (qos === 0) return;
-  // A refused QoS 2 message ends at PUBREC: no PUBREL follows, so nothing is remembered.
-  const remember = qos === 2 && reasonCode < 0x80;
-  if (qos === 1 || remember) conn.inboundUnacked++;
-  if (remember) {
-    session.rememberIncoming(id);
-    if (session.persistent) broker.persistence.addIncoming(session.clientId, id);
-  }
   const cmd = qos === 1 ? ('puback' as const) : ('pubrec' as const);
   const code = v5 ? reasonCode : RC.SUCCESS;
   // Acknowledged only once every stored copy is written.
