@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { connect as netConnect } from 'node:net';
 import { generate, type Packet } from 'mqtt-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { seededRandom as prng } from '../bench/random.js';
 import { connect, nextMessages, once, startBroker } from './helpers.js';
 
 const MAX_PACKET = 2048;
@@ -19,18 +20,6 @@ const N = Number(process.env.FUZZ_N ?? 300);
 const CONCURRENCY = 25;
 /** Per connection: the broker closes it within this time or the case fails. */
 const CLOSE_TIMEOUT_MS = 3000;
-
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rnd = () => number;
 const int = (rnd: Rnd, n: number) => Math.floor(rnd() * n);

@@ -69,6 +69,19 @@ export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string): 
   return new Promise((resolve) => emitter.once(event, (v: T) => resolve(v)));
 }
 
+/** A CONNECT with a random client id, clean, no keep-alive, and any field overridden. */
+export function connectPacket(version: 3 | 4 | 5, fields: Partial<IConnectPacket> = {}): Packet {
+  return {
+    cmd: 'connect',
+    protocolId: version === 3 ? 'MQIsdp' : 'MQTT',
+    protocolVersion: version,
+    clientId: `raw-${Math.random().toString(16).slice(2)}`,
+    clean: true,
+    keepalive: 0,
+    ...fields,
+  } as Packet;
+}
+
 /**
  * A client speaking raw packets built with mqtt-packet, for protocol corners and violations.
  * Every packet received is queued; next() takes them in order.
@@ -117,15 +130,7 @@ export class RawClient {
     connect: Partial<IConnectPacket> = {},
   ): Promise<RawClient> {
     const c = await RawClient.open(port, version);
-    c.send({
-      cmd: 'connect',
-      protocolId: version === 3 ? 'MQIsdp' : 'MQTT',
-      protocolVersion: version,
-      clientId: `raw-${Math.random().toString(16).slice(2)}`,
-      clean: true,
-      keepalive: 0,
-      ...connect,
-    } as Packet);
+    c.send(connectPacket(version, connect));
     const ack = await c.next();
     if (ack?.cmd !== 'connack') throw new Error(`expected CONNACK, got ${ack?.cmd}`);
     return c;

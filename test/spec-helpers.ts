@@ -5,7 +5,7 @@
  */
 import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import type { IConnectPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet';
-import { onCleanup, RawClient, type Received } from './helpers.js';
+import { connectPacket, onCleanup, RawClient, type Received } from './helpers.js';
 
 /**
  * Every message a client receives, in order, from its creation on (so messages a resumed session
@@ -80,15 +80,7 @@ export async function rawConnect(
   connect: Partial<IConnectPacket> = {},
 ): Promise<{ raw: RawClient; connack: Packet | null }> {
   const raw = await RawClient.open(port, version);
-  raw.send({
-    cmd: 'connect',
-    protocolId: 'MQTT',
-    protocolVersion: version,
-    clientId: `raw-${Math.random().toString(16).slice(2)}`,
-    clean: true,
-    keepalive: 0,
-    ...connect,
-  } as Packet);
+  raw.send(connectPacket(version, { protocolId: 'MQTT', ...connect }));
   return { raw, connack: await raw.next() };
 }
 

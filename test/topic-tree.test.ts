@@ -3,6 +3,7 @@
  * (5.0): there [MQTT-4.7.1-2] is the `#` rule and [MQTT-4.7.1-3] the `+` rule.
  */
 import { describe, expect, it } from 'vitest';
+import { seededRandom as prng } from '../bench/random.js';
 import { TopicTree, validFilter, validTopic } from '../broker/topic-tree.js';
 
 function matches<T>(tree: TopicTree<T>, topic: string): T[] {
@@ -236,18 +237,6 @@ describe('validFilter and validTopic', () => {
 });
 
 // --- property test against a naive matcher ------------------------------------------------
-
-/** mulberry32: small, seeded, good enough to pick test inputs reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The matching rules of section 4.7, written the obvious way. */
 function naiveMatch(filter: string, topic: string): boolean {

@@ -4,6 +4,7 @@
  * nothing). Target: under 20 µs per match.
  */
 import { TopicTree } from '../../broker/topic-tree.js';
+import { seededRandom as rng } from '../random.js';
 import type { BenchOptions, LocalBench, LocalResult } from '../scenario.js';
 
 const SUBSCRIPTIONS = 100_000;
@@ -11,18 +12,6 @@ const SITES = 1000;
 const DEVICES = 50;
 const METRICS = ['temp', 'humidity', 'pressure', 'power', 'status'];
 const TARGET_US = 20;
-
-/** mulberry32: a small seeded PRNG, so every run builds the same tree. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The filter mix: mostly exact topics, some single-level and multi-level wildcards. */
 export function makeFilters(count: number, random: () => number): string[] {

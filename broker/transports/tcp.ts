@@ -1,6 +1,6 @@
-import { type AddressInfo, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import type { Broker } from '../broker.js';
-import type { Transport } from './transport.js';
+import { listen, type Transport } from './transport.js';
 
 /** MQTT over plain TCP: each socket goes straight to the broker's stream handler. */
 export async function listenTcp(broker: Broker, port: number, host?: string): Promise<Transport> {
@@ -12,16 +12,10 @@ export async function listenTcp(broker: Broker, port: number, host?: string): Pr
       remotePort: socket.remotePort,
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const boundPort = await listen(server, port, host);
   return {
     name: 'tcp',
-    port: (server.address() as AddressInfo).port,
+    port: boundPort,
     // Resolves once every socket is gone; the broker ends them.
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { createServer, type TlsOptions as NodeTlsOptions, type TLSSocket } from 'node:tls';
 import type { Broker } from '../broker.js';
-import type { Transport } from './transport.js';
+import { listen, type Transport } from './transport.js';
 
 export interface TlsOptions {
   /** PEM certificate chain and key, as contents or file paths. */
@@ -56,16 +55,10 @@ export async function listenTls(
   });
   // A failed handshake is the client's problem, not the broker's.
   server.on('tlsClientError', (err) => broker.log.debug({ err: err.message }, 'TLS handshake failed'));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const boundPort = await listen(server, port, host);
   return {
     name: 'tls',
-    port: (server.address() as AddressInfo).port,
+    port: boundPort,
     // Resolves once every socket is gone; the broker ends them.
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

@@ -1,12 +1,11 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { Broker } from '../broker.js';
 import { certificateSubject, type TlsOptions, tlsServerOptions } from './tls.js';
-import type { Transport } from './transport.js';
+import { listen, type Transport } from './transport.js';
 import { WebSocketStream } from './ws-stream.js';
 
 export interface WebSocketListenOptions {
@@ -70,16 +69,10 @@ export async function listenWebSocket(broker: Broker, o: WebSocketListenOptions)
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const boundPort = await listen(server, o.port, o.host);
   return {
     name,
-    port: (server.address() as AddressInfo).port,
+    port: boundPort,
     close: () =>
       new Promise<void>((resolve) => {
         for (const ws of wss.clients) ws.terminate();
