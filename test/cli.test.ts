@@ -151,6 +151,28 @@ describe('heron CLI', () => {
     expect(err.code).toBe('ECONNREFUSED');
   });
 
+  it('a second broker on a data dir in use exits 1 with a clear message and leaves the data alone', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'heron-cli-'));
+    onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
+    const args = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--data-dir', dataDir];
+    const first = run(args);
+    const listening = await first.line((l) => l.msg === 'listening');
+    // Something stored by the first broker, to find again afterwards.
+    const c = await connect(`mqtt://127.0.0.1:${listening.port}`);
+    await c.publishAsync('kept/topic', 'still here', { qos: 1, retain: true });
+
+    const second = run(args);
+    const { code } = await second.done;
+    expect(code).toBe(1);
+    expect(second.stderr()).toMatch(/cannot start: data dir .* is locked/);
+
+    // The first broker still serves, with its data.
+    const fresh = await connect(`mqtt://127.0.0.1:${listening.port}`);
+    const got = nextMessages(fresh, 1);
+    await fresh.subscribeAsync('kept/#');
+    expect((await got)[0].payload).toBe('still here');
+  });
+
   it('--help prints every flag with its default and exits 0', async () => {
     const { code, stdout, stderr } = await output(['--help']);
     expect(code).toBe(0);
