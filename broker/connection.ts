@@ -204,12 +204,15 @@ export class Connection {
   /** Holds incoming packets while an asynchronous step (CONNECT) completes. */
   hold(): void {
     this.backlog ??= [];
+    // Nothing more is read meanwhile: the backlog holds at most what one chunk carried.
+    this.stream.pause();
   }
 
   release(): void {
     const backlog = this.backlog;
     this.backlog = null;
     if (backlog) for (const p of backlog) this.onPacket(p);
+    if (!this.paused && !this.closing) this.stream.resume();
   }
 
   onParseError(err: Error): void {
