@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -67,6 +68,8 @@ export function makePki(): TestPki {
       );
     }
     const r = (n: string) => readFileSync(f(n), 'utf8');
+    // openssl wrote what the TLS tests rely on.
+    for (const n of ['ca.pem', 'server.pem', 'client.pem']) assert.match(r(n), /-----BEGIN CERTIFICATE-----/);
     return {
       ca: r('ca.pem'),
       cert: r('server.pem'),

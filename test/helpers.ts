@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { parser as createParser, generate, type IConnectPacket, type Packet } from 'mqtt-packet';
@@ -132,7 +133,7 @@ export class RawClient {
     const c = await RawClient.open(port, version);
     c.send(connectPacket(version, connect));
     const ack = await c.next();
-    if (ack?.cmd !== 'connack') throw new Error(`expected CONNACK, got ${ack?.cmd}`);
+    assert.equal(ack?.cmd, 'connack', 'the broker answers CONNECT with CONNACK');
     return c;
   }
 

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 /**
  * Helpers for the shared subscription (job distribution) suites: workers that record what they
  * get and choose how to acknowledge it, and a publisher of numbered jobs.
@@ -87,7 +88,7 @@ export async function worker(
 export async function until(cond: () => boolean, what = 'condition', ms = 5000): Promise<void> {
   const deadline = performance.now() + ms;
   while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    assert.ok(performance.now() <= deadline, `timed out waiting for ${what}`);
     await new Promise((r) => setImmediate(r));
   }
 }
