@@ -98,7 +98,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       if (c.state === 'connected') {
         if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs)
           c.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout');
-      } else if (c.state === 'new' && c.createdAt < connectDeadline) {
+      } else if ((c.state === 'new' || c.state === 'connecting') && c.createdAt < connectDeadline) {
+        // Also bounds a CONNECT whose authentication never answers.
         c.close(undefined, 'no CONNECT in time', false);
       }
     }

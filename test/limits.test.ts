@@ -102,4 +102,16 @@ describe('per-connection limits', () => {
     expect((await got)[0].topic).toBe('leak/marker');
     expect(broker.retained.size).toBe(0);
   });
+
+  it('an authentication that never answers is bounded by connectTimeout too', async () => {
+    const { port } = await startBroker({
+      connectTimeout: 1,
+      hooks: { authenticate: () => new Promise<boolean>(() => undefined) },
+    });
+    const c = await RawClient.open(port, 4);
+    const started = Date.now();
+    c.send(connectPacket(4));
+    await c.closed;
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
 });
