@@ -106,7 +106,6 @@ export class Connection {
   username: string | undefined;
   session: Session | null = null;
   will: PendingWill | undefined;
-  keepalive = 0;
   /** Outbound QoS 1/2 window: ours, or the client's Receive Maximum if lower. */
   outboundWindow: number;
   /** The client's Maximum Packet Size (5.0). */
@@ -238,7 +237,6 @@ export class Connection {
   startKeepalive(seconds: number): void {
     // A client silent for 1.5 times its keep-alive is disconnected [MQTT-3.1.2-24]; the broker's
     // sweep checks lastSeen against this.
-    this.keepalive = seconds;
     this.keepaliveMs = seconds * 1500;
   }
 

@@ -83,11 +83,6 @@ export class Session {
     return this.incoming !== NO_IDS && (this.incoming as Set<number>).delete(id);
   }
 
-  /** Whether a message delivered now would be sent at once rather than queued. */
-  hasRoom(): boolean {
-    return this.queued === 0 && this.inflight.size < this.window;
-  }
-
   /** Still loading a resumed session's messages from persistence. */
   get resuming(): boolean {
     return this.loading !== null;
@@ -122,7 +117,7 @@ export class Session {
       this.broker.persistence.putOutgoing(this.clientId, rec);
       return;
     }
-    if (conn && this.loading === null && this.queued === 0 && this.inflight.size < this.window) {
+    if (this.canSendNow()) {
       this.send(rec, cache);
       return;
     }
@@ -145,7 +140,7 @@ export class Session {
   private send(rec: OutgoingRecord, cache?: EncodeCache): void {
     const conn = this.conn!;
     const group = rec.group !== undefined;
-    if (isExpired(rec.message, Date.now())) {
+    if (rec.message.expiresAt !== undefined && isExpired(rec.message, Date.now())) {
       // Expired while waiting: dropped, never sent [MQTT-3.3.2-5].
       if (group) this.broker.shares.settle(rec);
       else if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
@@ -323,11 +318,6 @@ export class Session {
       this.loading = null;
       done();
     }
-  }
-
-  /** Outbound records still owed to the client, for handing to another member or inspection. */
-  pendingRecords(): OutgoingRecord[] {
-    return [...this.inflight.values(), ...this.queue.slice(this.queueHead)];
   }
 
   /**
