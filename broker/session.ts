@@ -2,7 +2,7 @@ import type { OutgoingRecord, QoS, SubscriptionRecord } from '../persistence/typ
 import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
-import { isExpired, type Message, nextSeq } from './message.js';
+import { isExpired, type Message, nextSeq, outgoingRecord } from './message.js';
 import type { ShareGroup } from './shared/group.js';
 
 // Shared empty collections: an idle session allocates none until it needs one.
@@ -107,8 +107,14 @@ export class Session {
       if (conn && this.loading === null) conn.sendPublish(msg, 0, retain, false, 0, subIds, cache);
       return;
     }
-    const rec: OutgoingRecord = { seq: nextSeq(), state: 'queued', qos, retain, message: msg };
-    if (subIds) rec.subscriptionIds = subIds;
+    const rec = outgoingRecord({
+      seq: nextSeq(),
+      state: 'queued',
+      qos,
+      retain,
+      message: msg,
+      subscriptionIds: subIds,
+    });
     if (!this.loaded && this.loading === null) {
       // Offline and never loaded: the message lives only in persistence until the client returns.
       if (this.storedWhileUnloaded >= this.broker.options.maxQueued)
@@ -147,7 +153,9 @@ export class Session {
       return;
     }
     const packetId = this.allocPacketId();
-    const sent: OutgoingRecord = { ...rec, state: 'inflight', packetId };
+    const sent = outgoingRecord(rec);
+    sent.state = 'inflight';
+    sent.packetId = packetId;
     if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
     this.inflight.set(packetId, sent);
     if (this.persistent && !group) this.broker.persistence.putOutgoing(this.clientId, sent);
@@ -241,11 +249,12 @@ export class Session {
       return 'done';
     }
     if (rec.state !== 'pubrel') {
-      const next: OutgoingRecord = { ...rec, state: 'pubrel' };
+      const next = outgoingRecord(rec);
+      next.state = 'pubrel';
       if (rec.group !== undefined) {
         // The member has the message: its group is done with it, the session finishes the exchange.
         this.broker.shares.settle(rec);
-        delete next.group;
+        next.group = undefined;
       }
       this.inflight.set(packetId, next);
       if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, next);

@@ -1,6 +1,6 @@
 import type { GroupMessageRecord, OutgoingRecord, QoS } from '../../persistence/types.js';
 import type { EncodeCache } from '../encode.js';
-import { type Message, nextSeq } from '../message.js';
+import { type Message, nextSeq, outgoingRecord } from '../message.js';
 import type { Session } from '../session.js';
 import type { SharedGroups } from './groups.js';
 import { PriorityQueue, priorityOf, type Waiting } from './queue.js';
@@ -126,8 +126,15 @@ export class ShareGroup {
     const seq = nextSeq();
     const stored: GroupMessageRecord = { seq, message: msg, priority: priorityOf(msg), attempts: 0 };
     this.host.broker.persistence.putGroupMessage(this.id, stored);
-    const rec: OutgoingRecord = { seq, state: 'queued', qos, retain: false, message: msg, group: this.id };
-    if (ids) rec.subscriptionIds = ids;
+    const rec = outgoingRecord({
+      seq,
+      state: 'queued',
+      qos,
+      retain: false,
+      message: msg,
+      group: this.id,
+      subscriptionIds: ids,
+    });
     m.session.deliverGroup(rec, cache);
   }
 
@@ -204,17 +211,17 @@ export class ShareGroup {
       m.session.deliver(msg, 0, false, ids);
       return;
     }
-    const rec: OutgoingRecord = {
+    const rec = outgoingRecord({
       seq: e.seq,
       state: 'queued',
       qos,
       retain: false,
       message: msg,
       group: this.id,
-    };
-    if (ids) rec.subscriptionIds = ids;
-    if (e.attempts > 0) rec.attempts = e.attempts;
-    if (e.dup) rec.dup = true;
+      subscriptionIds: ids,
+      attempts: e.attempts > 0 ? e.attempts : undefined,
+      dup: e.dup ? true : undefined,
+    });
     m.session.deliverGroup(rec);
   }
 
