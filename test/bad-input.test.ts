@@ -8,9 +8,10 @@
  * for protocol level 4, 5.0 ([MQTT-1.5.4-n], [MQTT-2.2.1-n], ...) for level 5. Where a rule has
  * no numbered statement the section is cited instead.
  */
-import type { IConnectPacket, Packet } from 'mqtt-packet';
+import type { IConnectPacket, IPublishPacket, Packet } from 'mqtt-packet';
 import { generate } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
+import { seededRandom as prng } from '../bench/random.js';
 import type { BrokerOptions } from '../broker/index.js';
 import { RC } from '../broker/reason-codes.js';
 import { connect, nextMessages, RawClient, startBroker } from './helpers.js';
@@ -932,5 +933,92 @@ describe('connection-level rules', () => {
     }
     expect(await raw.next()).toMatchObject({ cmd: 'connack', returnCode: 0 });
     await assertHealthy(url, 4);
+  });
+
+  it('v5: a session written in random pieces (1-17 bytes) parses as written (section 4.2: a byte stream)', async () => {
+    const { port, url } = await startBroker();
+    const raw = await RawClient.open(port, 5);
+    raw.socket.setNoDelay(true);
+    const big = Buffer.alloc(70_000, 7); // a 3-byte Remaining Length
+    const mid = Buffer.from(Array.from({ length: 300 }, (_, i) => i & 0xff)); // a 2-byte one
+    const v5 = { protocolVersion: 5 } as const;
+    const bytes = Buffer.concat([
+      generate(
+        {
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 5,
+          clientId: 'pieces',
+          clean: true,
+          keepalive: 0,
+          properties: { sessionExpiryInterval: 60, userProperties: { a: 'b' } },
+        },
+        v5,
+      ),
+      generate(
+        {
+          cmd: 'subscribe',
+          messageId: 1,
+          subscriptions: [{ topic: 'pieces/#', qos: 2 }],
+          properties: { subscriptionIdentifier: 300 },
+        },
+        v5,
+      ),
+      generate(
+        {
+          cmd: 'publish',
+          topic: 'pieces/mid',
+          payload: mid,
+          qos: 1,
+          messageId: 2,
+          retain: false,
+          dup: false,
+          properties: { userProperties: { k: ['v1', 'v2'] }, correlationData: Buffer.from('corr') },
+        },
+        v5,
+      ),
+      generate({ cmd: 'publish', topic: 'pieces/big', payload: big, qos: 0, retain: false, dup: false }, v5),
+      generate(
+        {
+          cmd: 'publish',
+          topic: 'pieces/two',
+          payload: 'q2',
+          qos: 2,
+          messageId: 3,
+          retain: false,
+          dup: false,
+        },
+        v5,
+      ),
+      generate({ cmd: 'pubrel', messageId: 3 }, v5),
+      generate({ cmd: 'pingreq' }, v5),
+    ]);
+    const random = prng(42);
+    for (let at = 0; at < bytes.length; ) {
+      const n = 1 + Math.floor(random() * 17);
+      raw.write(bytes.subarray(at, at + n));
+      at += n;
+      if (random() < 0.5)
+        await new Promise<void>((resolve) => raw.socket.write(Buffer.alloc(0), () => resolve()));
+    }
+    const got: Packet[] = [];
+    for (let p = await raw.next(); p !== null && p.cmd !== 'pingresp'; p = await raw.next()) got.push(p);
+    const byCmd = (cmd: string) => got.filter((p) => p.cmd === cmd);
+    expect(byCmd('connack')).toMatchObject([{ reasonCode: 0 }]);
+    expect(byCmd('suback')).toMatchObject([{ messageId: 1, granted: [2] }]);
+    expect(byCmd('puback')).toMatchObject([{ messageId: 2 }]);
+    expect(byCmd('pubrec')).toMatchObject([{ messageId: 3 }]);
+    expect(byCmd('pubcomp')).toMatchObject([{ messageId: 3 }]);
+    const delivered = byCmd('publish') as IPublishPacket[];
+    expect(delivered.map((p) => p.topic)).toEqual(['pieces/mid', 'pieces/big', 'pieces/two']);
+    expect(Buffer.compare(delivered[0].payload as Buffer, mid)).toBe(0);
+    expect(delivered[0].properties).toMatchObject({
+      userProperties: { k: ['v1', 'v2'] },
+      correlationData: Buffer.from('corr'),
+      subscriptionIdentifier: 300,
+    });
+    expect(Buffer.compare(delivered[1].payload as Buffer, big)).toBe(0);
+    expect(String(delivered[2].payload)).toBe('q2');
+    await assertHealthy(url, 5);
   });
 });
