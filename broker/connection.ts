@@ -378,6 +378,9 @@ export class Connection {
     this.state = 'closing';
     this.flush();
     this.stream.end();
+    // Read on (what arrives is ignored) so the peer's FIN is seen: a paused socket (held during
+    // CONNECT, or reading with `onread`) would otherwise wait for the timer below.
+    this.stream.resume();
     // Destroy a peer that does not close its side; the unref'd timer never holds the process.
     setTimeout(() => this.stream.destroy(), 2000).unref();
     this.finish(why, fireWill);
