@@ -42,7 +42,7 @@
  * Writes: mutations are synchronous and append to a pending batch; the first one in a tick schedules a
  * flush (setImmediate), which writes the whole batch as one atomic LevelDB batch (`{ sync: true }`
  * when the `sync` option is set). One batch is in flight at a time; what arrives meanwhile forms the
- * next. deleteSession queues range clears for the client's u␀ and i␀ keys, expanded into deletes when
+ * next, taken BATCH_GAP_MS after the previous one is written. deleteSession queues range clears for the client's u␀ and i␀ keys, expanded into deletes when
  * the batch is written (keys on disk plus keys put earlier in the same batch).
  * o␀ and m␀ puts are coalesced: they are encoded when their batch is taken for writing, a newer record
  * for the same seq replaces a pending put in place, and a delete that comes first drops the pending
@@ -83,6 +83,12 @@ const SEP = '\x00';
 const END = '\x01';
 const VERSION_KEY = `meta${SEP}version`;
 const SEQ_WIDTH = 16;
+/**
+ * Pause between a batch and the next when writes kept arriving while it was written (a batch is
+ * otherwise taken in the tick after the first write). Measured on the bench's persistent fan-in:
+ * about a third less LevelDB work per message; a lone write still goes out at once.
+ */
+const BATCH_GAP_MS = 1;
 const PID_WIDTH = 5;
 
 type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
@@ -294,7 +300,7 @@ export class LevelPersistence implements Persistence {
       await this.checkDir();
       this.db = new Level<string, string>(this.dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
       try {
-        await this.db.open({ createIfMissing: true });
+        await this.db.open({ createIfMissing: true, compression: false, writeBufferSize: 16 * 1024 * 1024 });
       } catch (e) {
         throw this.openError(e);
       }
@@ -537,7 +543,12 @@ export class LevelPersistence implements Persistence {
         });
       }
     }
-    if (this.pending.length) this.flush();
+    if (this.pending.length && !this.scheduled) {
+      // Under load, the next batch waits a moment: acknowledgements arriving meanwhile drop their
+      // records' puts (see take), which saves encoding them, writing them and compacting them away.
+      this.scheduled = true;
+      setTimeout(this.flush, BATCH_GAP_MS);
+    }
   }
 
   private async write(pending: (Op | ClearOp)[]): Promise<void> {
