@@ -22,19 +22,56 @@ type PublishProperties = NonNullable<IPublishPacket['properties']>;
 /**
  * Encodes a PUBLISH with mqtt-packet. Forms that differ only in packet id share one encoding: the
  * cached buffer is copied and its two packet-id bytes patched, which is far cheaper than encoding.
+ * Messages without properties that differ only in their payload bytes (same topic, form and payload
+ * length) share one shape: the header of mqtt-packet's encoding of the first (everything before
+ * the payload, which is a PUBLISH's last field), followed by each one's own payload. A steady
+ * stream on one topic is then encoded by mqtt-packet once.
  */
 export function encodePublish(msg: Message, f: PublishForm, cache: EncodeCache | undefined): Buffer {
-  const cacheable =
-    cache !== undefined &&
-    !f.dup &&
-    f.subscriptionIds === undefined &&
-    f.topicAlias === undefined &&
-    msg.expiresAt === undefined;
+  const plain =
+    !f.dup && f.subscriptionIds === undefined && f.topicAlias === undefined && msg.expiresAt === undefined;
   const key = (f.version === 5 ? 6 : 0) + f.qos * 2 + (f.retain ? 1 : 0);
-  if (cacheable) {
+  if (plain && cache !== undefined) {
     const hit = cache[key];
-    if (hit) return f.qos === 0 ? hit : withPacketId(hit, msg.topic, f.packetId);
+    if (hit) return f.qos === 0 ? hit : withPacketId(hit, packetIdOffset(hit, msg.topic), f.packetId);
   }
+  let buf: Buffer;
+  if (plain && (f.version !== 5 || msg.properties === undefined)) {
+    const shapeKey = `${key}:${msg.payload.length}:${msg.topic}`;
+    const shape = shapes.get(shapeKey);
+    if (shape !== undefined) {
+      const head = shape.head;
+      buf = Buffer.allocUnsafe(head.length + msg.payload.length);
+      head.copy(buf, 0);
+      msg.payload.copy(buf, head.length);
+      if (shape.pidAt >= 0) {
+        buf[shape.pidAt] = f.packetId >> 8;
+        buf[shape.pidAt + 1] = f.packetId & 0xff;
+      }
+    } else {
+      buf = generatePublish(msg, f);
+      if (shapes.size >= MAX_SHAPES) shapes.clear();
+      // Only the header is kept, in memory of its own (not a slice of a shared pool).
+      const head = Buffer.allocUnsafeSlow(buf.length - msg.payload.length);
+      buf.copy(head, 0, 0, head.length);
+      shapes.set(shapeKey, { head, pidAt: f.qos > 0 ? packetIdOffset(buf, msg.topic) : -1 });
+    }
+  } else buf = generatePublish(msg, f);
+  if (plain && cache !== undefined) cache[key] = buf;
+  return buf;
+}
+
+/** The header of an encoded PUBLISH (everything before the payload), reused by later ones of its topic, form and payload length. */
+interface Shape {
+  head: Buffer;
+  /** Where its packet id is; -1 at QoS 0. */
+  pidAt: number;
+}
+// Bounded: with more distinct shapes than this in use the map starts over (each miss encodes anew).
+const MAX_SHAPES = 1024;
+const shapes = new Map<string, Shape>();
+
+function generatePublish(msg: Message, f: PublishForm): Buffer {
   const packet: IPublishPacket = {
     cmd: 'publish',
     topic: f.aliasOnly ? '' : msg.topic,
@@ -48,9 +85,7 @@ export function encodePublish(msg: Message, f: PublishForm, cache: EncodeCache |
     const props = outgoingProperties(msg, f);
     if (props) packet.properties = props;
   }
-  const buf = generate(packet, f.version === 5 ? V5 : undefined);
-  if (cacheable) cache[key] = buf;
-  return buf;
+  return generate(packet, f.version === 5 ? V5 : undefined);
 }
 
 const V5 = { protocolVersion: 5 };
@@ -69,12 +104,16 @@ function outgoingProperties(msg: Message, f: PublishForm): PublishProperties | u
   return out;
 }
 
-function withPacketId(template: Buffer, topic: string, packetId: number): Buffer {
-  const buf = Buffer.allocUnsafe(template.length);
-  template.copy(buf);
+/** Offset of the packet id in a QoS 1/2 PUBLISH of this topic: after the header, its Remaining Length and the topic. */
+function packetIdOffset(buf: Buffer, topic: string): number {
   let i = 1;
   while (buf[i] & 0x80) i++; // skip the Remaining Length bytes
-  const at = i + 1 + 2 + Buffer.byteLength(topic);
+  return i + 1 + 2 + Buffer.byteLength(topic);
+}
+
+function withPacketId(template: Buffer, at: number, packetId: number): Buffer {
+  const buf = Buffer.allocUnsafe(template.length);
+  template.copy(buf);
   buf[at] = packetId >> 8;
   buf[at + 1] = packetId & 0xff;
   return buf;

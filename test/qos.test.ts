@@ -25,6 +25,45 @@ describe('QoS flows over TCP', () => {
   }
 });
 
+describe('consecutive messages of one topic and payload length', () => {
+  for (const protocolVersion of VERSIONS) {
+    it(`v${protocolVersion}: each keeps its own payload, QoS and packet id [MQTT-3.3.1-1] [MQTT-2.2.1-3]`, async () => {
+      // Messages like these share one encoded header (broker/encode.ts); nothing else may carry over.
+      const { port, url } = await startBroker();
+      const sub = await RawClient.connected(port, protocolVersion, { clientId: uid('shape-sub') });
+      sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'shape/+', qos: 2 }] });
+      expect(await sub.next()).toMatchObject({ cmd: 'suback' });
+      const pub = await connect(url, { protocolVersion });
+      const sent: { topic: string; payload: string; qos: 0 | 1 | 2 }[] = [];
+      for (let i = 0; i < 12; i++) {
+        const qos = (i % 3) as 0 | 1 | 2;
+        const m = {
+          topic: i < 9 ? 'shape/a' : 'shape/b',
+          payload: `payload-${String(i).padStart(3, '0')}`,
+          qos,
+        };
+        sent.push(m);
+        await pub.publishAsync(m.topic, m.payload, { qos });
+      }
+      const got: IPublishPacket[] = [];
+      const ids = new Set<number>();
+      while (got.length < sent.length) {
+        const p = await sub.next();
+        if (p === null) throw new Error('subscriber closed');
+        if (p.cmd !== 'publish') continue;
+        got.push(p);
+        if (p.qos === 1) sub.send({ cmd: 'puback', messageId: p.messageId });
+        if (p.qos === 2) sub.send({ cmd: 'pubrec', messageId: p.messageId });
+        if (p.qos > 0) ids.add(p.messageId!);
+      }
+      expect(got.map((p) => ({ topic: p.topic, payload: String(p.payload), qos: p.qos }))).toEqual(sent);
+      // Packet ids are allocated in sequence here: a reused header whose id was not rewritten would
+      // repeat one.
+      expect(ids.size).toBe(sent.filter((m) => m.qos > 0).length);
+    });
+  }
+});
+
 describe('publisher → broker: acknowledgements', () => {
   for (const version of VERSIONS) {
     it(`v${version}: QoS 1 PUBLISH is answered by PUBACK with its packet id [MQTT-4.3.2-4] [MQTT-2.2.1-5]`, async () => {
