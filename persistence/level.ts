@@ -3,17 +3,18 @@
  *
  * Key layout. Keys and values are UTF-8 strings; `␀` below is the byte 0x00, which MQTT forbids in
  * client ids, topics and filters ([MQTT-1.5.4-2] in 5.0, [MQTT-1.5.3-2] in 3.1.1; the mutations throw
- * a TypeError on one), so a prefix scan of `u␀abc␀` never reaches client `abcd`. Values are JSON;
- * Buffers (payload, correlationData) are base64 strings.
+ * a TypeError on one), so a prefix scan of `u␀abc␀` never reaches client `abcd`. Values are JSON
+ * (but for the short o␀ form); Buffers (payload, correlationData) are base64 strings.
  *
- *   meta␀version               1 (the format version, written on first open)
+ *   meta␀version               2 (the format version, written on first open)
  *   s␀<clientId>               session: {clientId, protocolVersion, expiryInterval, disconnectedAt?}
  *   u␀<clientId>␀<filter>      subscription: {filter, qos, noLocal?, retainAsPublished?, retainHandling?,
  *                              subscriptionId?}
  *   o␀<clientId>␀<seq>         outgoing reference, <seq> zero-padded to 16 digits so that key order is
- *                              seq order: {m: messageId, s: state, q: qos, r: retain, p?: packetId,
- *                              i?: subscriptionIds, g?: group, a?: attempts, u?: dup} (small: the body
- *                              is not in it)
+ *                              seq order: `<messageId>|<state q/i/r><qos><retain 0/1><packetId?>`, or
+ *                              when it has more: {m: messageId, s: state, q: qos, r: retain,
+ *                              p?: packetId, i?: subscriptionIds, g?: group, a?: attempts, u?: dup}
+ *                              (small: the body is not in it)
  *   m␀<messageId>              message body, stored once for every o␀ record that references it:
  *                              {id, topic, payload: base64, qos, retain, properties?, expiresAt?},
  *                              properties.correlationData as base64
@@ -29,8 +30,8 @@
  *   d␀<topic>␀<key>            idempotency key seen on a topic: {e: expiresAt} (a user property value:
  *                              a UTF-8 string, which cannot hold U+0000 either)
  *
- * The g␀ and d␀ prefixes were added without touching existing keys, so the format version stays 1: a
- * data dir written before them simply holds none.
+ * The g␀ and d␀ prefixes were added without touching existing keys (a data dir written before them
+ * simply holds none). Format 2 added the short o␀ form; format 1 dirs are read and marked 2.
  *
  * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
  * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
@@ -68,8 +69,12 @@ import type {
   WillRecord,
 } from './types.js';
 
-/** The on-disk format this code reads and writes. */
-export const FORMAT_VERSION = 1;
+/**
+ * The on-disk format this code writes. Format 2 added the short o␀ value; it reads format 1 too (whose
+ * o␀ values are all JSON), and a format 1 directory is marked 2 when opened.
+ */
+export const FORMAT_VERSION = 2;
+const READS = [1, 2];
 
 export interface LevelPersistenceOptions {
   /** Directory of the LevelDB database; created if missing. */
@@ -200,18 +205,50 @@ function decodeMessage(enc: EncodedMessage): StoredMessage {
   return msg;
 }
 
+const STATE_CODE: Record<OutgoingState, string> = { queued: 'q', inflight: 'i', pubrel: 'r' };
+const CODE_STATE: Record<string, OutgoingState | undefined> = { q: 'queued', i: 'inflight', r: 'pubrel' };
+
 /**
- * The o␀ value: JSON of an EncodedOutgoing, built by hand (about half the cost of JSON.stringify on
- * an object here) since every stored delivery writes one.
+ * The o␀ value. Format 2 writes the common record (no subscription ids, group, attempts or DUP) as
+ * `<messageId>|<state><qos><retain><packetId?>`, e.g. `lx2k9a1f3c.1b|i11042` (state q/i/r, retain
+ * 0/1): every stored delivery writes one, and its bytes are written, flushed and compacted away
+ * again, so size counts. Other records are JSON of an EncodedOutgoing, as in format 1, built by
+ * hand (about half the cost of JSON.stringify on an object here).
  */
 function encodeOutgoing(rec: OutgoingRecord): string {
-  let s = `{"m":${JSON.stringify(rec.message.id)},"s":"${rec.state}","q":${rec.qos},"r":${rec.retain}`;
+  const id = rec.message.id;
+  if (
+    rec.subscriptionIds === undefined &&
+    rec.group === undefined &&
+    rec.attempts === undefined &&
+    rec.dup === undefined &&
+    !id.includes('|')
+  ) {
+    return `${id}|${STATE_CODE[rec.state]}${rec.qos}${rec.retain ? 1 : 0}${rec.packetId ?? ''}`;
+  }
+  let s = `{"m":${JSON.stringify(id)},"s":"${rec.state}","q":${rec.qos},"r":${rec.retain}`;
   if (rec.packetId !== undefined) s += `,"p":${rec.packetId}`;
   if (rec.subscriptionIds !== undefined) s += `,"i":[${rec.subscriptionIds.join(',')}]`;
   if (rec.group !== undefined) s += `,"g":${JSON.stringify(rec.group)}`;
   if (rec.attempts !== undefined) s += `,"a":${rec.attempts}`;
   if (rec.dup !== undefined) s += `,"u":${rec.dup}`;
   return `${s}}`;
+}
+
+/** Reads an o␀ value of either form; throws on one that is neither. */
+function decodeOutgoing(value: string): EncodedOutgoing {
+  if (value.startsWith('{')) return JSON.parse(value) as EncodedOutgoing;
+  const bar = value.lastIndexOf('|');
+  const s = CODE_STATE[value[bar + 1]];
+  const q = value.charCodeAt(bar + 2) - 48;
+  const r = value[bar + 3];
+  const p = value.length > bar + 4 ? Number(value.slice(bar + 4)) : undefined;
+  if (bar <= 0 || !s || (q !== 0 && q !== 1 && q !== 2) || (r !== '0' && r !== '1') || Number.isNaN(p)) {
+    throw new SyntaxError(`not an outgoing record: ${JSON.stringify(value)}`);
+  }
+  const enc: EncodedOutgoing = { m: value.slice(0, bar), s, q, r: r === '1' };
+  if (p !== undefined) enc.p = p;
+  return enc;
 }
 
 function checkName(what: string, s: string): void {
@@ -393,11 +430,13 @@ export class LevelPersistence implements Persistence {
     }
     const version = Number(raw);
     if (!Number.isSafeInteger(version)) throw this.corrupt(`format version is ${JSON.stringify(raw)}`);
-    if (version !== FORMAT_VERSION) {
+    if (!READS.includes(version)) {
       throw new Error(
-        `data dir ${this.dir} was written by format version ${version}; this Heron reads version ${FORMAT_VERSION}`,
+        `data dir ${this.dir} was written by format version ${version}; this Heron reads versions ${READS.join(' and ')}`,
       );
     }
+    // From here on it holds records an older Heron could not read.
+    if (version !== FORMAT_VERSION) await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
   }
 
   private async readForOpen<T>(fn: () => Promise<T>): Promise<T> {
@@ -421,7 +460,7 @@ export class LevelPersistence implements Persistence {
         const clientId = key.slice(2, sep);
         let id: unknown;
         try {
-          id = (JSON.parse(value) as EncodedOutgoing).m;
+          id = decodeOutgoing(value).m;
         } catch (e) {
           throw this.corrupt(`bad outgoing record ${JSON.stringify(key)}`, e);
         }
@@ -733,7 +772,7 @@ export class LevelPersistence implements Persistence {
       const entries = await this.db.iterator({ ...range('o', clientId), snapshot }).all();
       const refs = entries.map(([key, value]) => ({
         seq: Number(key.slice(key.length - SEQ_WIDTH)),
-        enc: JSON.parse(value) as EncodedOutgoing,
+        enc: decodeOutgoing(value),
       }));
       if (refs.length === 0) return [];
       const ids = [...new Set(refs.map((r) => r.enc.m))];

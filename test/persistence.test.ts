@@ -84,14 +84,59 @@ describe('LevelPersistence', () => {
   it('refuses a directory written by another format version, and leaves it alone', async () => {
     const dir = await newDir();
     await rawPut(dir, [
-      ['meta\x00version', '2'],
+      ['meta\x00version', '3'],
       ['s\x00c', '{"clientId":"c"}'],
     ]);
     const before = await rawEntries(dir);
     await expect(openStore(dir)).rejects.toThrow(
-      `data dir ${dir} was written by format version 2; this Heron reads version ${FORMAT_VERSION}`,
+      `data dir ${dir} was written by format version 3; this Heron reads versions 1 and 2`,
     );
     expect(await rawEntries(dir)).toEqual(before);
+  });
+
+  it('reads a format 1 directory (JSON outgoing records) and marks it format 2', async () => {
+    const dir = await newDir();
+    const body = {
+      id: 'b1',
+      topic: 't/1',
+      payload: Buffer.from('hi').toString('base64'),
+      qos: 1,
+      retain: false,
+    };
+    await rawPut(dir, [
+      ['meta\x00version', '1'],
+      ['s\x00c', '{"clientId":"c","protocolVersion":4,"expiryInterval":60}'],
+      ['m\x00b1', JSON.stringify(body)],
+      ['o\x00c\x000000000000000007', '{"m":"b1","s":"inflight","q":1,"r":false,"p":12}'],
+      ['o\x00c\x000000000000000008', '{"m":"b1","s":"queued","q":1,"r":true,"i":[3]}'],
+    ]);
+    const s = await openStore(dir);
+    expect(s.bodyStats()).toEqual({ bodies: 1, references: 2 });
+    const out = await s.getOutgoing('c');
+    expect(out.map((r) => ({ ...r, message: String(r.message.payload) }))).toEqual([
+      { seq: 7, state: 'inflight', qos: 1, retain: false, packetId: 12, message: 'hi' },
+      { seq: 8, state: 'queued', qos: 1, retain: true, subscriptionIds: [3], message: 'hi' },
+    ]);
+    await s.close();
+    expect((await rawEntries(dir)).find(([k]) => k === 'meta\x00version')).toEqual(['meta\x00version', '2']);
+  });
+
+  it('writes a plain outgoing record in the short form, one with more fields as JSON', async () => {
+    const dir = await newDir();
+    const s = await openStore(dir);
+    const m = message({});
+    s.putOutgoing('c', { ...outgoing(1, m), state: 'inflight', packetId: 513, retain: true });
+    s.putOutgoing('c', { ...outgoing(2, m), subscriptionIds: [4] });
+    await durable(s);
+    await s.close();
+    const values = Object.fromEntries(await rawEntries(dir));
+    expect(values['o\x00c\x000000000000000001']).toBe(`${m.id}|i11513`);
+    expect(JSON.parse(values['o\x00c\x000000000000000002'])).toMatchObject({ m: m.id, s: 'queued', i: [4] });
+    const again = await openStore(dir);
+    expect((await again.getOutgoing('c')).map((r) => [r.seq, r.state, r.retain, r.packetId])).toEqual([
+      [1, 'inflight', true, 513],
+      [2, 'queued', false, undefined],
+    ]);
   });
 
   it('refuses a LevelDB database it did not write, and a non-empty directory without one', async () => {
@@ -301,7 +346,7 @@ describe('LevelPersistence', () => {
     await s.close();
     const o = prefixed(await rawEntries(dir), 'o');
     expect(o).toHaveLength(1);
-    expect(JSON.parse(o[0][1])).toEqual({ m: m.id, s: 'pubrel', q: 1, r: false, p: 5 });
+    expect(o[0][1]).toBe(`${m.id}|r105`); // pubrel, QoS 1, not retained, packet id 5
   });
 
   it('a written record replaced and then deleted before the next batch: the delete is written', async () => {
