@@ -126,7 +126,19 @@ export class ShareGroup {
     const seq = nextSeq();
     const stored: GroupMessageRecord = { seq, message: msg, priority: priorityOf(msg), attempts: 0 };
     this.host.broker.persistence.putGroupMessage(this.id, stored);
-    const rec = outgoingRecord({
+    m.session.deliverGroup(this.job(seq, qos, msg, ids, 0, false), cache);
+  }
+
+  /** A member's copy of a group message: the record its session sends and tracks. */
+  private job(
+    seq: number,
+    qos: QoS,
+    msg: Message,
+    ids: number[] | undefined,
+    attempts: number,
+    dup: boolean,
+  ): OutgoingRecord {
+    return outgoingRecord({
       seq,
       state: 'queued',
       qos,
@@ -134,8 +146,9 @@ export class ShareGroup {
       message: msg,
       group: this.id,
       subscriptionIds: ids,
+      attempts: attempts > 0 ? attempts : undefined,
+      dup: dup ? true : undefined,
     });
-    m.session.deliverGroup(rec, cache);
   }
 
   /**
@@ -211,18 +224,7 @@ export class ShareGroup {
       m.session.deliver(msg, 0, false, ids);
       return;
     }
-    const rec = outgoingRecord({
-      seq: e.seq,
-      state: 'queued',
-      qos,
-      retain: false,
-      message: msg,
-      group: this.id,
-      subscriptionIds: ids,
-      attempts: e.attempts > 0 ? e.attempts : undefined,
-      dup: e.dup ? true : undefined,
-    });
-    m.session.deliverGroup(rec);
+    m.session.deliverGroup(this.job(e.seq, qos, msg, ids, e.attempts, e.dup));
   }
 
   /**
