@@ -378,8 +378,9 @@ export class Connection {
     this.state = 'closing';
     this.flush();
     this.stream.end();
-    // Read on (what arrives is ignored) so the peer's FIN is seen: a paused socket (held during
-    // CONNECT, or reading with `onread`) would otherwise wait for the timer below.
+    // Read on (what arrives is ignored) so the peer's FIN is seen: a socket paused while CONNECT
+    // was handled, or for backpressure, would otherwise wait for the timer below (a TCP socket
+    // reading with `onread` stops reading altogether while paused).
     this.stream.resume();
     // Destroy a peer that does not close its side; the unref'd timer never holds the process.
     setTimeout(() => this.stream.destroy(), 2000).unref();

@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws';
 
 /**
  * A WebSocket as a byte stream for the MQTT parser: binary messages in, one binary frame per
- * corked batch out. MQTT packets may span frames and frames may hold several packets, so frame
+ * write out (a connection writes once per tick). MQTT packets may span frames and frames may hold several packets, so frame
  * boundaries carry no meaning. A text frame is refused by closing with 1003 (unsupported data).
  */
 export class WebSocketStream extends Duplex {
