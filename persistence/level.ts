@@ -349,8 +349,12 @@ export class LevelPersistence implements Persistence {
         throw this.openError(e);
       }
       try {
-        await this.checkVersion();
+        const version = await this.checkVersion();
         await this.rebuild();
+        // Marked only once read without error: a directory refused as corrupt is left as it was.
+        // From here on it holds records an older Heron could not read.
+        if (version !== FORMAT_VERSION)
+          await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
       } catch (e) {
         await this.db.close().catch(() => {});
         throw e;
@@ -422,7 +426,8 @@ export class LevelPersistence implements Persistence {
     });
   }
 
-  private async checkVersion(): Promise<void> {
+  /** The directory's format version (written as FORMAT_VERSION into an empty one); throws on one not read here. */
+  private async checkVersion(): Promise<number> {
     const raw = await this.readForOpen(() => this.db.get(VERSION_KEY));
     if (raw === undefined) {
       let empty = true;
@@ -433,7 +438,7 @@ export class LevelPersistence implements Persistence {
         );
       }
       await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
-      return;
+      return FORMAT_VERSION;
     }
     const version = Number(raw);
     if (!Number.isSafeInteger(version)) throw this.corrupt(`format version is ${JSON.stringify(raw)}`);
@@ -442,8 +447,7 @@ export class LevelPersistence implements Persistence {
         `data dir ${this.dir} was written by format version ${version}; this Heron reads versions ${READS.join(' and ')}`,
       );
     }
-    // From here on it holds records an older Heron could not read.
-    if (version !== FORMAT_VERSION) await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
+    return version;
   }
 
   private async readForOpen<T>(fn: () => Promise<T>): Promise<T> {
