@@ -5,6 +5,7 @@ import { MemoryPersistence } from '../persistence/memory.js';
 import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '../persistence/types.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { Connection, type ConnectionInfo } from './connection.js';
+import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
@@ -49,6 +50,16 @@ export interface BrokerStats {
   subscriptions: number;
   retained: number;
   messagesDropped: number;
+  /** QoS 1/2 messages a full queue could not take at once (each handled by the overflow policy). */
+  queueOverflows: number;
+  /** Publishers currently not read from because a queue they feed is full. */
+  publishersWaiting: number;
+  /** Consumers acted on after stuckTimeout without progress (disconnected or spilled). */
+  stuckConsumers: number;
+  /** Bytes of message bodies held in session queues in memory, each counted once. */
+  queuedBytes: number;
+  /** 5.0 publishes answered 0x97 Quota exceeded under the `reject` policy. */
+  publishesRejected: number;
 }
 
 /** The broker: sessions, routing and retained state over any number of transports. */
@@ -66,6 +77,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly dedup: Dedup;
   readonly retained: RetainedStore;
   readonly wills: WillScheduler;
+  /** Queue bounds, the memory budget, publishers waiting on full queues (broker/flow.ts). */
+  readonly flow: Flow;
+  /** 5.0 publishes refused with 0x97 under the `reject` policy. */
+  publishesRejected = 0;
   private transports: Transport[] = [];
   private started: Promise<void> | null = null;
   private stopping = false;
@@ -85,6 +100,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.router = new Router(this.shares);
     this.dedup = new Dedup(this.persistence, this.options.dedupWindow);
     this.wills = new WillScheduler(this);
+    this.flow = new Flow(this.options.maxMemory, this.options.stuckTimeout * 1000);
     // One timer for every connection's keep-alive and CONNECT deadline, instead of one each.
     this.sweeper = setInterval(() => this.sweep(), 250);
     this.sweeper.unref();
@@ -92,6 +108,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private sweep(): void {
     const now = Date.now();
+    this.flow.tick(now);
     if (this.started) this.dedup.purge(now);
     const connectDeadline = now - this.options.connectTimeout * 1000;
     for (const c of this.connections) {
@@ -156,22 +173,30 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return conn;
   }
 
-  /** Publishes a message as the broker itself (embedding API). */
-  publish(p: PublishOptions): void {
+  /**
+   * Publishes a message as the broker itself (embedding API). Returns false when a subscriber's
+   * queue was full and took it beyond its bound (like a stream's write()): a caller publishing in
+   * a loop should wait (e.g. for the `drain` of its own pacing) before publishing more.
+   */
+  publish(p: PublishOptions): boolean {
     // A repeated idempotency key within the dedup window: not delivered again.
     const user = p.properties?.userProperties;
-    if (user !== undefined && this.dedup.repeated(p.topic, user)) return;
+    if (user !== undefined && this.dedup.repeated(p.topic, user)) return true;
     const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload;
-    this.publishMessage(
+    return this.publishMessage(
       createMessage(p.topic, payload, p.qos ?? 0, p.retain === true, p.properties, p.messageExpiryInterval),
       null,
     );
   }
 
-  publishMessage(msg: Message, from: Session | null): void {
+  /** Routes a message from no client (wills, the embedding API); false when a queue overflowed. */
+  publishMessage(msg: Message, from: Session | null): boolean {
     if (msg.retain) this.retained.set(msg);
     this.router.route(msg, from);
     this.emit('publish', msg, from?.clientId ?? null);
+    const fits = this.flow.overflowed.length === 0;
+    this.flow.overflowed.length = 0;
+    return fits;
   }
 
   get stats(): BrokerStats {
@@ -181,6 +206,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       subscriptions: this.router.size,
       retained: this.retained.size,
       messagesDropped: this.droppedCount,
+      queueOverflows: this.flow.overflows,
+      publishersWaiting: [...this.connections].filter((c) => c.blocked).length,
+      stuckConsumers: this.flow.stuckConsumers,
+      queuedBytes: this.flow.memoryHeld,
+      publishesRejected: this.publishesRejected,
     };
   }
 
@@ -269,6 +299,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private sessionDisconnected(session: Session): void {
     if (session.expiryInterval === 0) return this.endSession(session);
+    // Offline, its queue lives in persistence only (bounded in bytes), not in memory.
+    session.offload();
     this.persistence.putSession({
       clientId: session.clientId,
       protocolVersion: session.protocolVersion,
@@ -295,6 +327,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (session.hasGroupRecords) this.shares.sessionEnded(session);
     for (const filter of session.subscriptions.keys()) this.router.remove(session, filter);
     session.clearSubscriptions();
+    session.ended();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     this.persistence.deleteSession(session.clientId);
     this.wills.fire(session.clientId);
@@ -331,6 +364,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }
       const session = new Session(this, rec.clientId, rec.protocolVersion, rec.expiryInterval);
       session.loaded = false;
+      // Its byte bound counts what an earlier run stored for it.
+      session.storedBytes = p.outgoingBytes(rec.clientId);
       this.sessions.set(rec.clientId, session);
       this.armExpiry(session, left);
     }

@@ -4,7 +4,7 @@ import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
-import { type BrokerOptions, DEFAULTS } from './options.js';
+import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 
 /** Every flag, its default and its meaning: parsed from here and printed by --help. */
@@ -64,7 +64,27 @@ const FLAGS = {
   'max-queued': {
     type: 'string',
     default: String(DEFAULTS.maxQueued),
-    help: 'messages queued per client beyond the inflight window',
+    help: 'messages queued in memory per connected client beyond the inflight window',
+  },
+  'max-queued-bytes': {
+    type: 'string',
+    default: String(DEFAULTS.maxQueuedBytes),
+    help: 'bytes queued per client: in memory while connected, in persistence while offline',
+  },
+  'max-memory': {
+    type: 'string',
+    default: 'auto',
+    help: 'bytes of queued message bodies broker-wide (auto = 75% of the memory the process may use)',
+  },
+  'queue-overflow': {
+    type: 'string',
+    default: DEFAULTS.queueOverflow,
+    help: `what a full queue does with a QoS 1/2 message: ${QUEUE_OVERFLOW.join('|')}`,
+  },
+  'stuck-timeout': {
+    type: 'string',
+    default: String(DEFAULTS.stuckTimeout),
+    help: 'seconds a subscriber holding publishers back may make no progress (0 = forever)',
   },
   'receive-maximum': {
     type: 'string',
@@ -197,6 +217,13 @@ async function main(): Promise<void> {
     process.stderr.write(`heron: --retry-factor must be a number >= 1, got "${s('retry-factor')}"\n`);
     process.exit(2);
   }
+  const overflow = s('queue-overflow');
+  if (!(QUEUE_OVERFLOW as readonly string[]).includes(overflow)) {
+    process.stderr.write(
+      `heron: --queue-overflow must be one of ${QUEUE_OVERFLOW.join(', ')}, got "${overflow}"\n`,
+    );
+    process.exit(2);
+  }
   const kind = s('persistence');
   if (kind !== 'level' && kind !== 'memory') {
     process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
@@ -226,6 +253,10 @@ async function main(): Promise<void> {
     persistence,
     maxInflight: int('max-inflight', s('max-inflight')),
     maxQueued: int('max-queued', s('max-queued')),
+    maxQueuedBytes: int('max-queued-bytes', s('max-queued-bytes')),
+    maxMemory: s('max-memory') === 'auto' ? undefined : int('max-memory', s('max-memory')),
+    queueOverflow: overflow as QueueOverflow,
+    stuckTimeout: int('stuck-timeout', s('stuck-timeout')),
     receiveMaximum: int('receive-maximum', s('receive-maximum')),
     maxPacketSize: int('max-packet-size', s('max-packet-size')),
     maxKeepalive: int('max-keepalive', s('max-keepalive')),

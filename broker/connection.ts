@@ -66,6 +66,11 @@ function onParserError(this: Owned, err: Error): void {
 
 type AckCmd = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
+/** Reading paused because the client does not read what we send. */
+const PAUSE_WRITE = 1;
+/** Reading paused because a queue this publisher feeds is full (backpressure). */
+const PAUSE_FLOW = 2;
+
 // A success acknowledgement differs from another only in its packet id: each form is encoded once
 // by mqtt-packet, then copied with the two id bytes patched.
 const ackTemplates = new Map<string, Buffer>();
@@ -117,7 +122,12 @@ export class Connection {
   private pending: Buffer[] | null = null;
   private pendingBytes = 0;
   private backlog: Packet[] | null = null;
-  private paused = false;
+  /** Why reading is paused (PAUSE_* bits); the stream reads again once none is left. */
+  private pausedBy = 0;
+  /** Full queues this publisher waits on (backpressure): not read from, acknowledgements held. */
+  private blockedOn = 0;
+  /** PUBACK / PUBREC held while blocked, in order: [cmd, packet id, reason code] per ack. */
+  private heldAcks: (AckCmd | number)[] | null = null;
   /** Epoch ms of the stream's creation and of the last bytes received (for the keep-alive sweep). */
   readonly createdAt = Date.now();
   lastSeen = this.createdAt;
@@ -211,7 +221,52 @@ export class Connection {
     const backlog = this.backlog;
     this.backlog = null;
     if (backlog) for (const p of backlog) this.onPacket(p);
-    if (!this.paused && !this.closing) this.stream.resume();
+    if (this.pausedBy === 0 && !this.closing) this.stream.resume();
+  }
+
+  private pauseReading(reason: number): void {
+    if (this.pausedBy === 0) this.stream.pause();
+    this.pausedBy |= reason;
+  }
+
+  private resumeReading(reason: number): void {
+    this.pausedBy &= ~reason;
+    if (this.pausedBy === 0 && this.backlog === null && !this.closing) this.stream.resume();
+  }
+
+  get blocked(): boolean {
+    return this.blockedOn > 0;
+  }
+
+  /** Another full queue this publisher feeds (broker/flow.ts): stop reading it, hold its acks. */
+  block(): void {
+    if (this.blockedOn++ === 0) this.pauseReading(PAUSE_FLOW);
+  }
+
+  /** A queue it fed has room again; with none left, held acknowledgements go out and reading resumes. */
+  unblock(): void {
+    if (this.blockedOn === 0 || --this.blockedOn > 0) return;
+    const held = this.heldAcks;
+    this.heldAcks = null;
+    if (held !== null) {
+      for (let i = 0; i < held.length; i += 3) {
+        this.sendAck(held[i] as AckCmd, held[i + 1] as number, held[i + 2] as number);
+      }
+    }
+    this.resumeReading(PAUSE_FLOW);
+  }
+
+  /**
+   * PUBACK / PUBREC for an inbound PUBLISH. Held while the publisher is blocked, and behind any held
+   * one, so acknowledgements keep the order of the PUBLISH packets [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+   */
+  ackPublish(cmd: 'puback' | 'pubrec', packetId: number, reasonCode: number): void {
+    if (this.blockedOn > 0 || this.heldAcks !== null) {
+      if (this.heldAcks === null) this.heldAcks = [];
+      this.heldAcks.push(cmd, packetId, reasonCode);
+      return;
+    }
+    this.sendAck(cmd, packetId, reasonCode);
   }
 
   onParseError(err: Error): void {
@@ -337,14 +392,9 @@ export class Connection {
     } else pending.push(buf);
     this.pendingBytes += buf.length;
     // Stop reading from a client that does not read what we send: its buffer stays bounded.
-    if (!this.paused && this.writableLength > this.broker.options.maxWriteBuffer * 2) {
-      this.paused = true;
-      const stream = this.stream;
-      stream.pause();
-      stream.once('drain', () => {
-        this.paused = false;
-        if (!this.closing) stream.resume();
-      });
+    if ((this.pausedBy & PAUSE_WRITE) === 0 && this.writableLength > this.broker.options.maxWriteBuffer * 2) {
+      this.pauseReading(PAUSE_WRITE);
+      this.stream.once('drain', () => this.resumeReading(PAUSE_WRITE));
     }
   }
 

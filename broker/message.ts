@@ -37,6 +37,7 @@ export function createMessage(
     retain,
     properties,
     expiresAt: expiryInterval === undefined ? undefined : Date.now() + expiryInterval * 1000,
+    held: 0,
   };
 }
 
@@ -61,4 +62,9 @@ export function outgoingRecord(r: OutgoingRecord): OutgoingRecord {
     attempts: r.attempts,
     dup: r.dup,
   };
+}
+
+/** What a queued message counts against byte bounds: its payload and topic. */
+export function sizeOf(msg: StoredMessage): number {
+  return msg.payload.length + msg.topic.length;
 }

@@ -1,3 +1,4 @@
+import { totalmem } from 'node:os';
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { Hooks } from '../plugins/types.js';
@@ -27,8 +28,22 @@ export interface BrokerOptions {
   hooks?: Hooks;
   /** Outbound QoS 1/2 messages in flight per client (5.0 clients may ask for fewer). */
   maxInflight?: number;
-  /** Messages waiting per client beyond the inflight window. */
+  /** Messages waiting in memory per connected client beyond the inflight window. */
   maxQueued?: number;
+  /**
+   * Bytes (payload and topic) held per client: in memory (queued and in flight) while it is
+   * connected, in persistence while its persistent session is offline or spilled.
+   */
+  maxQueuedBytes?: number;
+  /** Bytes of message bodies held in session queues broker-wide, each body counted once. */
+  maxMemory?: number;
+  /** What happens to a QoS 1/2 message that a full queue cannot take (README "Flow control and overload"). */
+  queueOverflow?: QueueOverflow;
+  /**
+   * Seconds a subscriber holding publishers back may go without progress (an acknowledgement)
+   * before it is disconnected (clean session) or spilled to persistence (persistent session).
+   */
+  stuckTimeout?: number;
   /** Inbound QoS 1/2 publishes a client may have unacknowledged (our Receive Maximum). */
   receiveMaximum?: number;
   /** Largest packet accepted, in bytes (our Maximum Packet Size). */
@@ -65,6 +80,9 @@ export interface BrokerOptions {
   dedupWindow?: number;
 }
 
+export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
+export type QueueOverflow = (typeof QUEUE_OVERFLOW)[number];
+
 type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort';
 
 export type ResolvedOptions = Required<
@@ -87,6 +105,9 @@ export const DEFAULTS = {
   logLevel: 'info',
   maxInflight: 100,
   maxQueued: 1000,
+  maxQueuedBytes: 64 * 1024 * 1024,
+  queueOverflow: 'backpressure',
+  stuckTimeout: 30,
   receiveMaximum: 65535,
   maxPacketSize: 1024 * 1024,
   topicAliasMaximum: 64,
@@ -116,6 +137,10 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     logLevel: o.logLevel ?? DEFAULTS.logLevel,
     maxInflight: clamp(o.maxInflight ?? DEFAULTS.maxInflight, 1, 65535),
     maxQueued: Math.max(0, o.maxQueued ?? DEFAULTS.maxQueued),
+    maxQueuedBytes: Math.max(0, o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes),
+    maxMemory: Math.max(0, o.maxMemory ?? defaultMaxMemory()),
+    queueOverflow: oneOf(o.queueOverflow ?? DEFAULTS.queueOverflow, QUEUE_OVERFLOW, 'queueOverflow'),
+    stuckTimeout: Math.max(0, o.stuckTimeout ?? DEFAULTS.stuckTimeout),
     receiveMaximum: clamp(o.receiveMaximum ?? DEFAULTS.receiveMaximum, 1, 65535),
     maxPacketSize: clamp(o.maxPacketSize ?? DEFAULTS.maxPacketSize, 64, 268435460),
     topicAliasMaximum: clamp(o.topicAliasMaximum ?? DEFAULTS.topicAliasMaximum, 0, 65535),
@@ -142,9 +167,24 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
 }
 
 function shareStrategy(s: string, what: string): ShareStrategy {
-  if (!(SHARE_STRATEGIES as readonly string[]).includes(s))
-    throw new TypeError(`${what} must be one of ${SHARE_STRATEGIES.join(', ')}, got "${s}"`);
-  return s as ShareStrategy;
+  return oneOf(s, SHARE_STRATEGIES, what);
+}
+
+function oneOf<T extends string>(s: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(s))
+    throw new TypeError(`${what} must be one of ${allowed.join(', ')}, got "${s}"`);
+  return s as T;
+}
+
+/**
+ * Three quarters of what the process may use: its cgroup limit where there is one, else the
+ * machine's memory. Queued bodies are Buffers outside the V8 heap, so the heap limit is not it.
+ */
+export function defaultMaxMemory(): number {
+  const constrained = process.constrainedMemory?.() ?? 0;
+  const total = totalmem();
+  const usable = constrained > 0 && constrained < total ? constrained : total;
+  return Math.floor(usable * 0.75);
 }
 
 function clamp(n: number, lo: number, hi: number): number {

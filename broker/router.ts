@@ -87,9 +87,14 @@ export class Router {
     }
   }
 
-  /** Routes a message to every matching subscription; returns how many sessions it reached. */
-  route(msg: Message, from: Session | null): number {
+  /**
+   * Routes a message to every matching subscription; returns how many sessions it reached. With
+   * `rejectFull`, a QoS 1/2 message that some matching queue cannot take goes to none of them and
+   * -1 is returned (the `reject` overflow policy).
+   */
+  route(msg: Message, from: Session | null, rejectFull = false): number {
     const stamp = ++this.stamp;
+    this.shares.broker.flow.overflowed.length = 0;
     const targets: Session[] = [];
     let groups: ShareGroup[] | undefined;
     this.tree.match(msg.topic, (e) => {
@@ -118,12 +123,19 @@ export class Router {
     });
     const cache: EncodeCache = [];
     const qos = msg.qos;
+    if (rejectFull && qos > 0 && this.anyFull(targets, groups)) return -1;
     // Forwarded messages carry RETAIN 0 unless Retain As Published [MQTT-3.3.1-9] [MQTT-3.3.1-12].
     for (const s of targets) {
       s.deliver(msg, Math.min(s.matchQos, qos) as QoS, s.matchRetain && msg.retain, s.matchSubIds, cache);
     }
     if (groups) for (const g of groups) this.deliverShared(g, msg, cache);
     return targets.length + (groups?.length ?? 0);
+  }
+
+  private anyFull(targets: Session[], groups: ShareGroup[] | undefined): boolean {
+    for (const s of targets) if (s.matchQos > 0 && s.full() && !s.canSendNow()) return true;
+    if (groups) for (const g of groups) if (g.full()) return true;
+    return false;
   }
 
   /** One member of the group gets it, chosen by the group's strategy (broker/shared/). */

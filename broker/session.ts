@@ -2,7 +2,9 @@ import type { OutgoingRecord, QoS, SubscriptionRecord } from '../persistence/typ
 import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
-import { isExpired, type Message, nextSeq, outgoingRecord } from './message.js';
+import { Gate, type GateOwner } from './flow.js';
+import { isExpired, type Message, nextSeq, outgoingRecord, sizeOf } from './message.js';
+import { RC } from './reason-codes.js';
 import type { ShareGroup } from './shared/group.js';
 
 // Shared empty collections: an idle session allocates none until it needs one.
@@ -14,7 +16,7 @@ const NO_IDS: ReadonlySet<number> = new Set();
  * The state of one client identifier that outlives a connection: subscriptions, the outbound
  * inflight window and the ordered queue behind it, inbound QoS 2 packet ids, and expiry.
  */
-export class Session {
+export class Session implements GateOwner {
   conn: Connection | null = null;
   subscriptions: ReadonlyMap<string, SubscriptionRecord> = NO_SUBS;
   /** Sent and unacknowledged, by packet id, in send order. */
@@ -29,8 +31,12 @@ export class Session {
   private loading: Promise<void> | null = null;
   private nextPacketId = 1;
   expiryTimer: NodeJS.Timeout | undefined;
-  /** Messages written to persistence while not loaded, to bound the offline queue. */
-  private storedWhileUnloaded = 0;
+  /** Bytes written to persistence while not loaded (offline or spilled), against maxQueuedBytes. */
+  storedBytes = 0;
+  /** Bytes of the records held in memory (queued and in flight), against maxQueuedBytes. */
+  heldBytes = 0;
+  /** What publishers wait on while this session's queue is full (created on first overflow). */
+  gate: Gate | undefined;
   /** The shared subscription groups this session is a member of. */
   shareGroups: ShareGroup[] | undefined;
   /** Set once a group message was handed to this session: it may hold some (see takeGroupRecords). */
@@ -115,21 +121,158 @@ export class Session {
       message: msg,
       subscriptionIds: subIds,
     });
+    const opts = this.broker.options;
     if (!this.loaded && this.loading === null) {
-      // Offline and never loaded: the message lives only in persistence until the client returns.
-      if (this.storedWhileUnloaded >= this.broker.options.maxQueued)
-        return this.broker.dropped(this, msg, 'queue');
-      this.storedWhileUnloaded++;
+      // Offline (or spilled) and not loaded: the message lives only in persistence until the
+      // client reads again, bounded in bytes.
+      const size = sizeOf(msg);
+      if (this.storedBytes + size > opts.maxQueuedBytes && !this.overflow(msg, false)) return;
+      this.storedBytes += size;
       this.broker.persistence.putOutgoing(this.clientId, rec);
       return;
     }
     if (this.canSendNow()) {
+      this.hold(rec);
       this.send(rec, cache);
       return;
     }
-    if (this.queued >= this.broker.options.maxQueued) return this.broker.dropped(this, msg, 'queue');
+    if (this.full() && !this.overflow(msg, true)) return;
     if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, rec);
+    this.hold(rec);
     this.queue.push(rec);
+  }
+
+  /** The in-memory queue (or the broker's memory budget) has no room for another message. */
+  full(): boolean {
+    const o = this.broker.options;
+    if (!this.loaded && this.loading === null) return this.storedBytes >= o.maxQueuedBytes;
+    return this.queued >= o.maxQueued || this.heldBytes >= o.maxQueuedBytes || this.broker.flow.memoryFull;
+  }
+
+  /**
+   * A QoS 1/2 message this session's bound cannot take, under the overflow policy: whether it is
+   * queued all the same. Under `backpressure` (and `reject` for publishers that cannot be told,
+   * see Router.route) it is, beyond the bound, and its publisher waits for room (broker/flow.ts):
+   * the excess is bounded by what that publisher had sent before it stopped being read.
+   */
+  private overflow(msg: Message, inMemory: boolean): boolean {
+    const broker = this.broker;
+    const flow = broker.flow;
+    flow.overflows++;
+    const policy = broker.options.queueOverflow;
+    if (policy === 'drop-new') {
+      broker.dropped(this, msg, 'queue full');
+      return false;
+    }
+    if (policy === 'drop-oldest') {
+      if (inMemory && this.dropOldest()) return true;
+      broker.dropped(this, msg, 'queue full');
+      return false;
+    }
+    const gate =
+      inMemory && flow.memoryFull && !this.ownFull() ? flow.memoryGate : (this.gate ??= new Gate(flow, this));
+    if (gate.stuck) {
+      // Its publishers already waited stuckTimeout on it: they are not held back again.
+      broker.dropped(this, msg, 'queue full (stuck consumer)');
+      return false;
+    }
+    flow.overflowed.push(gate);
+    return true;
+  }
+
+  private ownFull(): boolean {
+    const o = this.broker.options;
+    return this.queued >= o.maxQueued || this.heldBytes >= o.maxQueuedBytes;
+  }
+
+  /** drop-oldest: the oldest queued (not yet sent) message of this session makes room. */
+  private dropOldest(): boolean {
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const rec = this.queue[i];
+      if (rec.group !== undefined) continue;
+      this.queue.splice(i, 1);
+      this.unhold(rec);
+      if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
+      this.broker.dropped(this, rec.message, 'queue full (oldest dropped)');
+      return true;
+    }
+    return false;
+  }
+
+  private hold(rec: OutgoingRecord): void {
+    const n = sizeOf(rec.message);
+    this.heldBytes += n;
+    this.broker.flow.hold(rec.message, n);
+  }
+
+  private unhold(rec: OutgoingRecord): void {
+    const n = sizeOf(rec.message);
+    this.heldBytes -= n;
+    this.broker.flow.release(rec.message, n);
+  }
+
+  /** Room again below three quarters of the bounds: publishers waiting on this session resume. */
+  private checkRoom(): void {
+    const gate = this.gate;
+    if (gate === undefined || !gate.waiting) return;
+    const o = this.broker.options;
+    const roomy = this.loaded
+      ? this.queued <= o.maxQueued * 0.75 && this.heldBytes <= o.maxQueuedBytes * 0.75
+      : this.storedBytes <= o.maxQueuedBytes * 0.75;
+    if (roomy) gate.open();
+  }
+
+  /**
+   * Its publishers waited stuckTimeout without an acknowledgement from it (broker/flow.ts): a clean
+   * session is disconnected; a persistent one is spilled: what it is sent next goes to
+   * persistence only (bounded by maxQueuedBytes) and is read back once its queue in memory is sent.
+   */
+  stuck(): void {
+    const conn = this.conn;
+    this.broker.log.warn(
+      { clientId: this.clientId, queued: this.queued, bytes: this.heldBytes + this.storedBytes },
+      this.persistent ? 'stuck consumer: queue spilled to persistence' : 'stuck consumer: disconnected',
+    );
+    if (!this.persistent) {
+      conn?.close(RC.QUOTA_EXCEEDED, 'stuck consumer');
+      return;
+    }
+    if (this.loaded && this.loading === null) {
+      this.loaded = false;
+      this.storedBytes = 0;
+    }
+  }
+
+  /** A persistent session went offline: its records are in persistence, memory keeps none of them. */
+  offload(): void {
+    if (!this.loaded || this.loading !== null || !this.persistent) return;
+    let bytes = 0;
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const rec = this.queue[i];
+      bytes += sizeOf(rec.message);
+      this.unhold(rec);
+    }
+    this.queue = [];
+    this.queueHead = 0;
+    for (const [id, rec] of this.inflight) {
+      // A shared group's QoS 2 message in flight is not in the session's store: it stays here.
+      if (rec.group !== undefined) continue;
+      bytes += sizeOf(rec.message);
+      this.unhold(rec);
+      this.inflight.delete(id);
+    }
+    this.loaded = false;
+    this.storedBytes = bytes;
+    this.checkRoom();
+  }
+
+  /** The session is over: publishers waiting on it resume, its memory is released. */
+  ended(): void {
+    for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
+    for (const rec of this.inflight.values()) this.unhold(rec);
+    this.queue = [];
+    this.queueHead = 0;
+    this.gate?.open();
   }
 
   /**
@@ -139,15 +282,18 @@ export class Session {
    */
   deliverGroup(rec: OutgoingRecord, cache?: EncodeCache): void {
     this.hasGroupRecords = true;
+    this.hold(rec);
     if (this.canSendNow()) this.send(rec, cache);
     else this.queue.push(rec);
   }
 
+  /** Sends a record this session holds (see hold) and moves it in flight. */
   private send(rec: OutgoingRecord, cache?: EncodeCache): void {
     const conn = this.conn!;
     const group = rec.group !== undefined;
     if (rec.message.expiresAt !== undefined && isExpired(rec.message, Date.now())) {
       // Expired while waiting: dropped, never sent [MQTT-3.3.2-5].
+      this.unhold(rec);
       if (group) this.broker.shares.settle(rec);
       else if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
       return;
@@ -193,6 +339,7 @@ export class Session {
   private unsent(conn: Connection, rec: OutgoingRecord): void {
     if (conn.state === 'closed') return;
     this.inflight.delete(rec.packetId!);
+    this.unhold(rec);
     if (rec.group !== undefined) this.broker.shares.settle(rec);
     else if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
   }
@@ -218,8 +365,21 @@ export class Session {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
+    // Spilled, and what memory held is sent: read what went to persistence meanwhile, in order.
+    if (!this.loaded && this.queued === 0 && this.persistent) this.reload();
     // Room in the window: the shared groups this session belongs to may hand it waiting messages.
     if (this.shareGroups !== undefined) this.broker.shares.roomFor(this);
+    this.checkRoom();
+  }
+
+  private reload(): void {
+    this.load().then(
+      () => this.drain(),
+      (err: Error) => {
+        this.broker.log.error({ err, clientId: this.clientId }, 'reading a spilled queue failed');
+        this.conn?.close(RC.UNSPECIFIED_ERROR, 'reading the queue failed');
+      },
+    );
   }
 
   /**
@@ -272,6 +432,8 @@ export class Session {
 
   private complete(packetId: number, rec: OutgoingRecord): void {
     this.inflight.delete(packetId);
+    this.unhold(rec);
+    this.gate?.progress();
     if (this.persistent && rec.group === undefined)
       this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
     this.drain();
@@ -305,6 +467,9 @@ export class Session {
         this.broker.persistence.getIncoming(this.clientId),
       ]);
       for (const id of incoming) this.rememberIncoming(id);
+      // Memory accounting is rebuilt from what the merge below keeps.
+      for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
+      for (const rec of this.inflight.values()) this.unhold(rec);
       // Messages that arrived while loading were queued in memory and may also be in `stored`.
       const bySeq = new Map<number, OutgoingRecord>();
       for (const rec of stored) bySeq.set(rec.seq, rec);
@@ -319,8 +484,10 @@ export class Session {
       }
       this.queue = queue;
       this.queueHead = 0;
+      for (const rec of queue) this.hold(rec);
+      for (const rec of this.inflight.values()) this.hold(rec);
       this.loaded = true;
-      this.storedWhileUnloaded = 0;
+      this.storedBytes = 0;
       // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk.
       if (!this.persistent) this.broker.persistence.deleteSession(this.clientId);
     } finally {
@@ -341,6 +508,7 @@ export class Session {
     for (const [id, rec] of this.inflight) {
       if (rec.group !== undefined && (ending || rec.qos === 1)) {
         this.inflight.delete(id);
+        this.unhold(rec);
         out.push(rec);
       }
     }
@@ -349,6 +517,7 @@ export class Session {
       const rec = this.queue[i];
       if (rec.group !== undefined) {
         if (!kept) kept = this.queue.slice(this.queueHead, i);
+        this.unhold(rec);
         out.push(rec);
       } else kept?.push(rec);
     }

@@ -129,6 +129,8 @@ interface BodyRef {
   type: 'body';
   msg: StoredMessage | null;
   n: number;
+  /** Payload and topic bytes (for a body read at open: its stored size), for outgoingBytes. */
+  size: number;
   pending: boolean;
   stored: boolean;
 }
@@ -484,12 +486,14 @@ export class LevelPersistence implements Persistence {
         idx.set(seq, { type: 'out', clientId, seq, id, rec: null, pending: false, stored: true, key });
         const body = this.refs.get(id);
         if (body) body.n++;
-        else this.refs.set(id, { type: 'body', msg: null, n: 1, pending: false, stored: true });
+        else this.refs.set(id, { type: 'body', msg: null, n: 1, size: 0, pending: false, stored: true });
       }
       const missing = new Set(this.refs.keys());
-      for await (const key of this.db.keys({ gte: `m${SEP}`, lt: `m${END}` })) {
+      for await (const [key, value] of this.db.iterator({ gte: `m${SEP}`, lt: `m${END}` })) {
         const id = key.slice(2);
-        if (!missing.delete(id) && !this.refs.has(id)) ops.push({ type: 'del', key });
+        const body = this.refs.get(id);
+        if (body) body.size = value.length;
+        if (!missing.delete(id) && !body) ops.push({ type: 'del', key });
       }
       if (missing.size) {
         for (const [clientId, idx] of this.outIndex) {
@@ -755,7 +759,8 @@ export class LevelPersistence implements Persistence {
       body.n++;
       return;
     }
-    const ref: BodyRef = { type: 'body', msg, n: 1, pending: true, stored: false };
+    const size = msg.payload.length + msg.topic.length;
+    const ref: BodyRef = { type: 'body', msg, n: 1, size, pending: true, stored: false };
     this.refs.set(msg.id, ref);
     this.pending.push(ref);
     this.schedule();
@@ -783,6 +788,13 @@ export class LevelPersistence implements Persistence {
     ref.rec = null;
     if (ref.stored) this.del(refKey(ref));
     this.release(ref.id);
+  }
+
+  outgoingBytes(clientId: string): number {
+    let n = 0;
+    const idx = this.outIndex.get(clientId);
+    if (idx) for (const ref of idx.values()) n += this.refs.get(ref.id)?.size ?? 0;
+    return n;
   }
 
   async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {

@@ -73,6 +73,13 @@ export class MemoryPersistence implements Persistence {
     this.clients.get(clientId)?.outgoing.delete(seq);
   }
 
+  outgoingBytes(clientId: string): number {
+    let n = 0;
+    const c = this.clients.get(clientId);
+    if (c) for (const rec of c.outgoing.values()) n += rec.message.payload.length + rec.message.topic.length;
+    return n;
+  }
+
   async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
     const c = this.clients.get(clientId);
     if (!c) return [];

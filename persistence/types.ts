@@ -27,6 +27,11 @@ export interface StoredMessage {
   properties?: MessageProperties;
   /** Epoch ms after which the message must not be delivered (5.0 Message Expiry Interval). */
   expiresAt?: number;
+  /**
+   * The broker's count of in-memory session records holding this body (its memory budget counts a
+   * body once however many sessions hold it). Never stored: backends ignore it.
+   */
+  held?: number;
 }
 
 export interface SessionRecord {
@@ -131,6 +136,11 @@ export interface Persistence {
   deleteOutgoing(clientId: string, seq: number): void;
   /** The session's outgoing records in seq order. */
   getOutgoing(clientId: string): Promise<OutgoingRecord[]>;
+  /**
+   * Bytes of the session's outgoing records (payload and topic of each, or their stored size),
+   * known without reading them: the broker bounds an offline session's queue with it across restarts.
+   */
+  outgoingBytes(clientId: string): number;
 
   /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
   addIncoming(clientId: string, packetId: number): void;

@@ -60,7 +60,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const session = conn.session!;
   if (qos === 2 && session.incoming.has(id)) {
     // A re-sent QoS 2 PUBLISH before PUBREL is acknowledged again, not delivered again [MQTT-4.3.3-10].
-    conn.sendAck('pubrec', id);
+    conn.ackPublish('pubrec', id, RC.SUCCESS);
     return;
   }
 
@@ -105,10 +105,27 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
       v5 && props ? messageProperties(props) : undefined,
       v5 ? props?.messageExpiryInterval : undefined,
     );
-    if (packet.retain) broker.retained.set(msg);
-    const reached = broker.router.route(msg, session);
-    if (reached === 0 && v5) reasonCode = RC.NO_MATCHING_SUBSCRIBERS;
-    broker.emit('publish', msg, conn.clientId);
+    // Under `reject`, a 5.0 publisher is told when a queue is full instead of being held back.
+    const reject = v5 && qos > 0 && broker.options.queueOverflow === 'reject';
+    const reached = broker.router.route(msg, session, reject);
+    if (reached < 0) {
+      // Routed to no one, not retained: the publisher may retry later [MQTT-3.3.4-7 allows 0x97].
+      reasonCode = RC.QUOTA_EXCEEDED;
+      broker.publishesRejected++;
+      if (remember) {
+        // A refused QoS 2 message ends at PUBREC: nothing is remembered.
+        session.forgetIncoming(id);
+        if (session.persistent) broker.persistence.deleteIncoming(session.clientId, id);
+        conn.inboundUnacked--;
+      }
+    } else {
+      if (packet.retain) broker.retained.set(msg);
+      if (reached === 0 && v5) reasonCode = RC.NO_MATCHING_SUBSCRIBERS;
+      broker.emit('publish', msg, conn.clientId);
+      // A queue took it beyond its bound: this publisher is not read from, and its acknowledgements
+      // wait, until there is room (broker/flow.ts).
+      if (broker.flow.overflowed.length > 0) broker.flow.blockOn(conn);
+    }
   }
 
   if (qos === 0) return;
@@ -121,7 +138,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
       return conn.close(RC.UNSPECIFIED_ERROR, 'store failed');
     }
     if (qos === 1) conn.inboundUnacked--;
-    conn.sendAck(cmd, id, code);
+    conn.ackPublish(cmd, id, code);
   });
 }
 

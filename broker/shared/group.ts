@@ -1,5 +1,6 @@
 import type { GroupMessageRecord, OutgoingRecord, QoS } from '../../persistence/types.js';
 import type { EncodeCache } from '../encode.js';
+import { Gate, type GateOwner } from '../flow.js';
 import { type Message, nextSeq, outgoingRecord } from '../message.js';
 import type { Session } from '../session.js';
 import type { SharedGroups } from './groups.js';
@@ -42,7 +43,7 @@ export class SharedMember implements Candidate {
  * A QoS 1/2 message is stored (persistence `putGroupMessage`) from the moment the group takes it
  * until a member acknowledges it, so a restart redelivers what was waiting, in backoff or in flight.
  */
-export class ShareGroup {
+export class ShareGroup implements GateOwner {
   readonly kind = 'shared' as const;
   /** `<name>/<filter>`: the key of its stored messages. */
   readonly id: string;
@@ -55,6 +56,8 @@ export class ShareGroup {
   private timer: unknown;
   private timerDue = Number.POSITIVE_INFINITY;
   private pumping = false;
+  /** What publishers wait on while the group queue is full (backpressure). */
+  private gate: Gate | undefined;
 
   constructor(
     readonly name: string,
@@ -107,12 +110,39 @@ export class ShareGroup {
     }
     if (msg.qos === 0) return this.deliverQos0(msg, cache);
     const host = this.host;
-    if (this.held >= host.broker.options.shareQueueMax)
-      return host.broker.dropped(null, msg, 'share queue full');
+    if (this.held >= host.broker.options.shareQueueMax && !this.overflow(msg)) return;
     const e: Waiting = { seq: nextSeq(), message: msg, priority: priorityOf(msg), attempts: 0, dup: false };
     host.store(this.id, e);
     this.waiting.push(e);
     if (this.waiting.size > 1) this.pump();
+  }
+
+  /** The group queue is at shareQueueMax and no member is ready (Router's `reject` check). */
+  full(): boolean {
+    return this.held >= this.host.broker.options.shareQueueMax && this.waiting.size > 0;
+  }
+
+  /**
+   * The group queue is full: under `backpressure` (and `reject` for publishers that cannot be
+   * told) the message is held beyond the bound and its publisher waits for room; under the drop
+   * policies the new message is dropped, counted and logged (the oldest of a job queue stays).
+   */
+  private overflow(msg: Message): boolean {
+    const broker = this.host.broker;
+    broker.flow.overflows++;
+    const policy = broker.options.queueOverflow;
+    this.gate ??= new Gate(broker.flow, this);
+    if (policy === 'drop-new' || policy === 'drop-oldest' || this.gate.stuck) {
+      broker.dropped(null, msg, 'share queue full');
+      return false;
+    }
+    broker.flow.overflowed.push(this.gate);
+    return true;
+  }
+
+  /** Its publishers waited stuckTimeout without a member taking a message: no longer held back. */
+  stuck(): void {
+    this.host.broker.log.warn({ group: this.id, held: this.held }, 'shared group stuck: queue full');
   }
 
   /** A fresh message to a chosen member. */
@@ -176,7 +206,12 @@ export class ShareGroup {
 
   /** Hands waiting messages, highest priority first, to members with room, until none has. */
   pump(): void {
-    if (this.pumping || this.waiting.size === 0) return;
+    if (!this.pumping && this.waiting.size > 0) this.pumpWaiting();
+    const gate = this.gate;
+    if (gate?.waiting && this.held <= this.host.broker.options.shareQueueMax * 0.75) gate.open();
+  }
+
+  private pumpWaiting(): void {
     this.pumping = true;
     try {
       for (;;) {
@@ -189,6 +224,7 @@ export class ShareGroup {
         if (i < 0) break;
         this.waiting.shift();
         this.resend(this.members[i], e);
+        this.gate?.progress();
       }
     } finally {
       this.pumping = false;

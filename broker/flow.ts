@@ -1,0 +1,126 @@
+import type { Connection } from './connection.js';
+
+/** What a gate's owner is told: its publishers waited stuckTimeout without it making progress. */
+export interface GateOwner {
+  stuck(): void;
+}
+
+/**
+ * Something publishers wait on under the `backpressure` policy: a session's full queue, a shared
+ * group's full queue, or the broker's memory budget. A waiting publisher is not read from, and its
+ * PUBACK / PUBREC wait (Connection.block), until every gate it waits on opens.
+ */
+export class Gate {
+  private waiters: Connection[] | null = null;
+  /** Clock ms since publishers have waited without the owner making progress. */
+  since = 0;
+  /** The owner made no progress for stuckTimeout: it no longer holds publishers back. */
+  stuck = false;
+
+  constructor(
+    private readonly flow: Flow,
+    readonly owner: GateOwner,
+  ) {}
+
+  get waiting(): boolean {
+    return this.waiters !== null;
+  }
+
+  /** The publisher waits until this gate opens. */
+  hold(conn: Connection): void {
+    let w = this.waiters;
+    if (w === null) {
+      w = this.waiters = [];
+      this.since = this.flow.clock;
+      this.flow.congested.add(this);
+    } else if (w.includes(conn)) return;
+    w.push(conn);
+    conn.block();
+  }
+
+  /** The owner acknowledged or drained something. */
+  progress(): void {
+    this.stuck = false;
+    if (this.waiters !== null) this.since = this.flow.clock;
+  }
+
+  /** There is room again: every waiting publisher is released from this gate. */
+  open(): void {
+    const w = this.waiters;
+    if (w === null) return;
+    this.waiters = null;
+    this.flow.congested.delete(this);
+    for (const c of w) c.unblock();
+  }
+}
+
+/**
+ * The broker's flow control state: the gates publishers wait on, the memory budget of queued
+ * bodies (each counted once, however many sessions hold it), and stuck-consumer detection.
+ */
+export class Flow implements GateOwner {
+  /** Gates that queued a message beyond their bound during the current route(); see takeOverflowed. */
+  readonly overflowed: Gate[] = [];
+  readonly congested = new Set<Gate>();
+  /** Coarse clock (ms), advanced by the broker's sweep: progress is stamped without a clock read. */
+  clock = Date.now();
+  /** Bytes of bodies held by in-memory session records. */
+  memoryHeld = 0;
+  readonly memoryGate: Gate;
+  overflows = 0;
+  stuckConsumers = 0;
+
+  constructor(
+    readonly maxMemory: number,
+    private readonly stuckMs: number,
+  ) {
+    this.memoryGate = new Gate(this, this);
+  }
+
+  get memoryFull(): boolean {
+    return this.memoryHeld >= this.maxMemory;
+  }
+
+  hold(msg: { held?: number }, bytes: number): void {
+    if (msg.held) msg.held++;
+    else {
+      msg.held = 1;
+      this.memoryHeld += bytes;
+    }
+  }
+
+  release(msg: { held?: number }, bytes: number): void {
+    if (!msg.held || --msg.held > 0) return;
+    this.memoryHeld -= bytes;
+    // Hysteresis: publishers waiting on the budget resume at 90% of it, not at every release.
+    if (this.memoryGate.waiting && this.memoryHeld <= this.maxMemory * 0.9) this.memoryGate.open();
+  }
+
+  /** The memory budget has no stuck owner to act on: waiting publishers just resume. */
+  stuck(): void {}
+
+  /** Called by the sweep: owners whose publishers waited stuckMs without progress are acted on. */
+  tick(now: number): void {
+    this.clock = now;
+    if (this.stuckMs === 0 || this.congested.size === 0) return;
+    for (const g of [...this.congested]) {
+      if (g === this.memoryGate || now - g.since < this.stuckMs) continue;
+      g.stuck = true;
+      this.stuckConsumers++;
+      g.open();
+      g.owner.stuck();
+    }
+  }
+
+  /** The publishing connection waits on every gate its message overflowed, except its own session's. */
+  blockOn(conn: Connection): void {
+    const list = this.overflowed;
+    for (let i = 0; i < list.length; i++) {
+      const g = list[i];
+      // A client's own acknowledgements arrive on the socket we would stop reading: never wait on self.
+      if (conn.session === g.owner) continue;
+      g.hold(conn);
+    }
+    list.length = 0;
+  }
+}
