@@ -133,7 +133,7 @@ export class Router {
   }
 
   private anyFull(targets: Session[], groups: ShareGroup[] | undefined): boolean {
-    for (const s of targets) if (s.matchQos > 0 && s.full() && !s.canSendNow()) return true;
+    for (const s of targets) if (s.matchQos > 0 && !s.canTake()) return true;
     if (groups) for (const g of groups) if (g.full()) return true;
     return false;
   }

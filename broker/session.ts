@@ -136,10 +136,32 @@ export class Session implements GateOwner {
       this.send(rec, cache);
       return;
     }
-    if (this.full() && !this.overflow(msg, true)) return;
+    if (this.full()) {
+      if (this.spillable()) {
+        // Persistent and full in memory: what follows goes to persistence only, read back in
+        // order once memory's queue is sent; publishers are not held back for it.
+        this.loaded = false;
+        this.storedBytes = 0;
+        return this.deliver(msg, qos, retain, subIds);
+      }
+      if (!this.overflow(msg, true)) return;
+    }
     if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, rec);
     this.hold(rec);
     this.queue.push(rec);
+  }
+
+  /** A full queue in memory may continue in persistence (the policies that promise no loss). */
+  private spillable(): boolean {
+    const policy = this.broker.options.queueOverflow;
+    return this.persistent && this.loading === null && (policy === 'backpressure' || policy === 'reject');
+  }
+
+  /** Whether a QoS 1/2 message would be taken now, within the bounds (the `reject` check). */
+  canTake(): boolean {
+    if (this.canSendNow()) return true;
+    if (!this.loaded && this.loading === null) return this.storedBytes < this.broker.options.maxQueuedBytes;
+    return !this.full() || this.spillable();
   }
 
   /** The in-memory queue (or the broker's memory budget) has no room for another message. */
@@ -169,8 +191,8 @@ export class Session implements GateOwner {
       broker.dropped(this, msg, 'queue full');
       return false;
     }
-    const gate =
-      inMemory && flow.memoryFull && !this.ownFull() ? flow.memoryGate : (this.gate ??= new Gate(flow, this));
+    this.gate ??= new Gate(flow, this);
+    const gate = inMemory && flow.memoryFull && !this.ownFull() ? flow.memoryGate : this.gate;
     if (gate.stuck) {
       // Its publishers already waited stuckTimeout on it: they are not held back again.
       broker.dropped(this, msg, 'queue full (stuck consumer)');
@@ -224,23 +246,18 @@ export class Session implements GateOwner {
 
   /**
    * Its publishers waited stuckTimeout without an acknowledgement from it (broker/flow.ts): a clean
-   * session is disconnected; a persistent one is spilled: what it is sent next goes to
-   * persistence only (bounded by maxQueuedBytes) and is read back once its queue in memory is sent.
+   * session is disconnected. A persistent one holds publishers back only once its queue in
+   * persistence is at maxQueuedBytes too: beyond that, until it makes progress, messages for it
+   * are dropped, counted and logged.
    */
   stuck(): void {
-    const conn = this.conn;
     this.broker.log.warn(
       { clientId: this.clientId, queued: this.queued, bytes: this.heldBytes + this.storedBytes },
-      this.persistent ? 'stuck consumer: queue spilled to persistence' : 'stuck consumer: disconnected',
+      this.persistent
+        ? 'stuck consumer: its queue is full, new messages are dropped'
+        : 'stuck consumer: disconnected',
     );
-    if (!this.persistent) {
-      conn?.close(RC.QUOTA_EXCEEDED, 'stuck consumer');
-      return;
-    }
-    if (this.loaded && this.loading === null) {
-      this.loaded = false;
-      this.storedBytes = 0;
-    }
+    if (!this.persistent) this.conn?.close(RC.QUOTA_EXCEEDED, 'stuck consumer');
   }
 
   /** A persistent session went offline: its records are in persistence, memory keeps none of them. */
@@ -456,24 +473,39 @@ export class Session implements GateOwner {
     this.drain();
   }
 
+  /**
+   * Reads the session's records from persistence: a persistent session one page at a time (the
+   * window and the queue bound, so memory holds no more than it would have queued), the rest
+   * staying there until this page is sent; a session resumed with expiry 0 all at once.
+   */
   private async load(): Promise<void> {
     let done!: () => void;
     this.loading = new Promise<void>((r) => {
       done = r;
     });
+    const p = this.broker.persistence;
     try {
+      const paged = this.persistent;
+      const limit = this.broker.options.maxInflight + Math.max(1, this.broker.options.maxQueued);
       const [stored, incoming] = await Promise.all([
-        this.broker.persistence.getOutgoing(this.clientId),
-        this.broker.persistence.getIncoming(this.clientId),
+        p.getOutgoing(this.clientId, paged ? limit : undefined),
+        p.getIncoming(this.clientId),
       ]);
       for (const id of incoming) this.rememberIncoming(id);
+      const complete = !paged || stored.length < limit;
+      // Records past this page stay in persistence, read with a later page, in order.
+      const last = complete ? Number.POSITIVE_INFINITY : stored[stored.length - 1].seq;
       // Memory accounting is rebuilt from what the merge below keeps.
       for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
       for (const rec of this.inflight.values()) this.unhold(rec);
-      // Messages that arrived while loading were queued in memory and may also be in `stored`.
+      // Messages that arrived while loading were queued in memory and are in persistence too
+      // (a persistent session writes each); a shared group's are only here.
       const bySeq = new Map<number, OutgoingRecord>();
       for (const rec of stored) bySeq.set(rec.seq, rec);
-      for (let i = this.queueHead; i < this.queue.length; i++) bySeq.set(this.queue[i].seq, this.queue[i]);
+      for (let i = this.queueHead; i < this.queue.length; i++) {
+        const rec = this.queue[i];
+        if (rec.seq <= last || rec.group !== undefined) bySeq.set(rec.seq, rec);
+      }
       const queue: OutgoingRecord[] = [];
       for (const rec of [...bySeq.values()].sort((a, b) => a.seq - b.seq)) {
         if (rec.state === 'queued' || rec.packetId === undefined) queue.push(rec);
@@ -486,10 +518,10 @@ export class Session implements GateOwner {
       this.queueHead = 0;
       for (const rec of queue) this.hold(rec);
       for (const rec of this.inflight.values()) this.hold(rec);
-      this.loaded = true;
-      this.storedBytes = 0;
+      this.loaded = complete;
+      this.storedBytes = complete ? 0 : Math.max(0, p.outgoingBytes(this.clientId) - this.heldBytes);
       // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk.
-      if (!this.persistent) this.broker.persistence.deleteSession(this.clientId);
+      if (!this.persistent) p.deleteSession(this.clientId);
     } finally {
       this.loading = null;
       done();

@@ -35,8 +35,9 @@
  *
  * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
  * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
- * replaced or a session deleted). Both are rebuilt at open by scanning the o␀ records (small values,
- * no bodies); bodies nobody references and references whose body is missing are deleted at open.
+ * replaced or a session deleted). Both are rebuilt at open by scanning the o␀ records (small values)
+ * and the m␀ bodies (for their stored size: outgoingBytes); bodies nobody references and references
+ * whose body is missing are deleted at open.
  * Memory cost: one small entry per queued outgoing record and one per distinct queued message,
  * never a payload.
  *
@@ -797,12 +798,12 @@ export class LevelPersistence implements Persistence {
     return n;
   }
 
-  async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
+  async getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]> {
     await this.written();
     // One snapshot for references and bodies: a batch written between the two reads cannot split them.
     const snapshot = this.db.snapshot();
     try {
-      const entries = await this.db.iterator({ ...range('o', clientId), snapshot }).all();
+      const entries = await this.db.iterator({ ...range('o', clientId), snapshot, limit: limit ?? -1 }).all();
       const refs = entries.map(([key, value]) => ({
         seq: Number(key.slice(key.length - SEQ_WIDTH)),
         enc: decodeOutgoing(value),

@@ -80,10 +80,11 @@ export class MemoryPersistence implements Persistence {
     return n;
   }
 
-  async getOutgoing(clientId: string): Promise<OutgoingRecord[]> {
+  async getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]> {
     const c = this.clients.get(clientId);
     if (!c) return [];
-    return [...c.outgoing.values()].sort((a, b) => a.seq - b.seq);
+    const all = [...c.outgoing.values()].sort((a, b) => a.seq - b.seq);
+    return limit === undefined ? all : all.slice(0, limit);
   }
 
   addIncoming(clientId: string, packetId: number): void {

@@ -134,8 +134,8 @@ export interface Persistence {
   /** Inserts or replaces the record with this seq. */
   putOutgoing(clientId: string, rec: OutgoingRecord): void;
   deleteOutgoing(clientId: string, seq: number): void;
-  /** The session's outgoing records in seq order. */
-  getOutgoing(clientId: string): Promise<OutgoingRecord[]>;
+  /** The session's outgoing records in seq order: all of them, or the first `limit`. */
+  getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]>;
   /**
    * Bytes of the session's outgoing records (payload and topic of each, or their stored size),
    * known without reading them: the broker bounds an offline session's queue with it across restarts.

@@ -103,9 +103,13 @@ describe('outbound inflight window [MQTT-3.3.4-9] [MQTT-4.9.0-2]', () => {
   });
 });
 
-describe('queue bound (maxQueued)', () => {
+describe('queue bound (maxQueued) under drop-new', () => {
   it('overflow beyond inflight + maxQueued is dropped, counted and reported by the drop event', async () => {
-    const { port, url, broker } = await startBroker({ maxInflight: 1, maxQueued: 3 });
+    const { port, url, broker } = await startBroker({
+      maxInflight: 1,
+      maxQueued: 3,
+      queueOverflow: 'drop-new',
+    });
     const clientId = uid('q');
     const raw = await RawClient.connected(port, 4, { clientId });
     await rawSubscribe(raw, [{ topic: 'fc/t', qos: 1 }]);
@@ -117,8 +121,8 @@ describe('queue bound (maxQueued)', () => {
     for (let i = 0; i < 6; i++) await pub.publishAsync('fc/t', `${i}`, { qos: 1 });
     expect(broker.stats.messagesDropped).toBe(2);
     expect(drops).toEqual([
-      [clientId, '4', 'queue'],
-      [clientId, '5', 'queue'],
+      [clientId, '4', 'queue full'],
+      [clientId, '5', 'queue full'],
     ]);
     // What was kept arrives in order as the window frees up.
     const seen: string[] = [];
@@ -131,8 +135,13 @@ describe('queue bound (maxQueued)', () => {
     await vi.waitFor(() => expect(broker.sessions.get(clientId)?.inflight.size).toBe(0));
   });
 
-  it('an offline persistent session keeps at most maxQueued messages; the rest are dropped', async () => {
-    const { url, broker } = await startBroker({ maxQueued: 3 });
+  it('an offline persistent session keeps at most maxQueuedBytes in persistence; the rest are dropped', async () => {
+    // Each message counts its payload and topic: 1 + 4 bytes, so three fit in 15.
+    const { url, broker } = await startBroker({
+      maxQueued: 1,
+      maxQueuedBytes: 15,
+      queueOverflow: 'drop-new',
+    });
     const clientId = uid('offq');
     const a = await connectAck(url, { clientId, clean: false });
     await a.client.subscribeAsync('fc/t', { qos: 1 });

@@ -242,8 +242,8 @@ describe('group queue', () => {
     ]);
   });
 
-  it('is bounded by shareQueueMax: beyond it new messages are dropped and reported', async () => {
-    const { url, broker } = await startBroker({ shareQueueMax: 3 });
+  it('is bounded by shareQueueMax: under drop-new, new messages beyond it are dropped and reported', async () => {
+    const { url, broker } = await startBroker({ shareQueueMax: 3, queueOverflow: 'drop-new' });
     // A persistent member that is offline: the group holds messages for it.
     const w = await worker(url, '$share/b/jobs', {
       protocolVersion: 5,
