@@ -29,6 +29,8 @@ export class Session implements GateOwner {
   /** False for a session restored from persistence whose messages are still only on disk. */
   loaded = true;
   private loading: Promise<void> | null = null;
+  /** Records completed while a load was reading: the snapshot it reads may still hold them. */
+  private doneWhileLoading: Set<number> | undefined;
   private nextPacketId = 1;
   expiryTimer: NodeJS.Timeout | undefined;
   /** Bytes written to persistence while not loaded (offline or spilled), against maxQueuedBytes. */
@@ -449,6 +451,7 @@ export class Session implements GateOwner {
 
   private complete(packetId: number, rec: OutgoingRecord): void {
     this.inflight.delete(packetId);
+    if (this.loading !== null) (this.doneWhileLoading ??= new Set()).add(rec.seq);
     this.unhold(rec);
     this.gate?.progress();
     if (this.persistent && rec.group === undefined)
@@ -498,10 +501,15 @@ export class Session implements GateOwner {
       // Memory accounting is rebuilt from what the merge below keeps.
       for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
       for (const rec of this.inflight.values()) this.unhold(rec);
-      // Messages that arrived while loading were queued in memory and are in persistence too
-      // (a persistent session writes each); a shared group's are only here.
+      // What memory holds is newer than what was read: in flight (maybe acknowledged further since),
+      // completed while reading, or arrived while reading (in persistence too: a persistent session
+      // writes each; a shared group's are only here).
+      const done = this.doneWhileLoading;
+      this.doneWhileLoading = undefined;
       const bySeq = new Map<number, OutgoingRecord>();
-      for (const rec of stored) bySeq.set(rec.seq, rec);
+      for (const rec of stored) if (done === undefined || !done.has(rec.seq)) bySeq.set(rec.seq, rec);
+      for (const rec of this.inflight.values()) bySeq.set(rec.seq, rec);
+      this.inflight.clear();
       for (let i = this.queueHead; i < this.queue.length; i++) {
         const rec = this.queue[i];
         if (rec.seq <= last || rec.group !== undefined) bySeq.set(rec.seq, rec);

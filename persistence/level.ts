@@ -36,7 +36,7 @@
  * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
  * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
  * replaced or a session deleted). Both are rebuilt at open by scanning the o␀ records (small values)
- * and the m␀ bodies (for their stored size: outgoingBytes); bodies nobody references and references
+ * and the m␀ bodies (for their payload and topic size: outgoingBytes); bodies nobody references and references
  * whose body is missing are deleted at open.
  * Memory cost: one small entry per queued outgoing record and one per distinct queued message,
  * never a payload.
@@ -210,6 +210,16 @@ function decodeMessage(enc: EncodedMessage): StoredMessage {
   }
   if (enc.expiresAt !== undefined) msg.expiresAt = enc.expiresAt;
   return msg;
+}
+
+/** Payload and topic bytes of a stored body, as the broker counts a message (sizeOf). */
+function storedSize(value: string): number {
+  try {
+    const enc = JSON.parse(value) as EncodedMessage;
+    return Buffer.byteLength(enc.payload, 'base64') + enc.topic.length;
+  } catch {
+    return value.length;
+  }
 }
 
 const STATE_CODE: Record<OutgoingState, string> = { queued: 'q', inflight: 'i', pubrel: 'r' };
@@ -493,7 +503,7 @@ export class LevelPersistence implements Persistence {
       for await (const [key, value] of this.db.iterator({ gte: `m${SEP}`, lt: `m${END}` })) {
         const id = key.slice(2);
         const body = this.refs.get(id);
-        if (body) body.size = value.length;
+        if (body) body.size = storedSize(value);
         if (!missing.delete(id) && !body) ops.push({ type: 'del', key });
       }
       if (missing.size) {
