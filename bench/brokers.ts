@@ -250,15 +250,13 @@ function findExecutable(name: string): string | null {
 const HOST = '127.0.0.1';
 
 /**
- * Heron flags passed only when its --help lists them: in-memory persistence; no WebSocket
- * listener (its fixed default port could clash); and the same "no queue or inflight limit"
- * footing the mosquitto config below gets, so a deep window is not dropped by a per-client cap.
+ * Heron flags passed only when its --help lists them: in-memory persistence (the footing of
+ * mosquitto's `persistence false`) and no WebSocket listener (its fixed default port could clash).
+ * Every other setting is `npm start`'s default: queue and inflight bounds, overflow policy.
  */
 const HERON_OPTIONAL_FLAGS: [string, string][] = [
   ['--persistence', 'memory'],
   ['--ws-port', '0'],
-  ['--max-queued', '1000000'],
-  ['--max-inflight', '65535'],
 ];
 
 /** Heron, from the compiled dist/broker/cli.js. */
