@@ -222,6 +222,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (session.persistent)
       this.persistence.putSession({ clientId, protocolVersion: version, expiryInterval: expiry });
     session.conn = conn;
+    session.resumedBy = present ? conn : null;
     conn.session = session;
     return { session, present };
   }

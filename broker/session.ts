@@ -16,6 +16,8 @@ const NO_IDS: ReadonlySet<number> = new Set();
  */
 export class Session {
   conn: Connection | null = null;
+  /** The connection that resumed this session (CONNACK Session Present 1), if the current one did. */
+  resumedBy: Connection | null = null;
   subscriptions: ReadonlyMap<string, SubscriptionRecord> = NO_SUBS;
   /** Sent and unacknowledged, by packet id, in send order. */
   inflight: Map<number, OutgoingRecord> = NO_INFLIGHT;

@@ -246,9 +246,9 @@ class Publisher {
         this.peer.send({ cmd: 'pubrel', messageId: id });
         break;
       case 'pubcomp':
-        // 5.0 may answer 0x92 (not found) for a PUBREL re-sent after the broker had completed it.
-        if (!o?.released || (code !== 0 && code !== 0x92))
-          return void this.errors.push(`PUBCOMP ${id} rc ${code}`);
+        // Also a PUBREL re-sent after a restart whose release the broker had already stored and
+        // completed gets 0x00 (a resumed session), not 0x92 Packet Identifier not found.
+        if (!o?.released || code !== 0) return void this.errors.push(`PUBCOMP ${id} rc ${code}`);
         this.outstanding.delete(id);
         this.completed++;
         break;
