@@ -13,7 +13,7 @@ import { RC } from './reason-codes.js';
 import { RetainedStore } from './retained.js';
 import { Router } from './router.js';
 import { Session } from './session.js';
-import { Dedup } from './shared/dedup.js';
+import { BROKER_PUBLISHER, Dedup } from './shared/dedup.js';
 import { SharedGroups } from './shared/groups.js';
 import { longTimeout } from './timers.js';
 import { listenTcp } from './transports/tcp.js';
@@ -62,7 +62,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
   readonly shares: SharedGroups;
   readonly router: Router;
-  /** Idempotency keys seen per topic (user property `idempotency-key`, 5.0). */
+  /** Idempotency keys seen per publisher and topic (user property `idempotency-key`, 5.0). */
   readonly dedup: Dedup;
   readonly retained: RetainedStore;
   readonly wills: WillScheduler;
@@ -160,7 +160,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   publish(p: PublishOptions): void {
     // A repeated idempotency key within the dedup window: not delivered again.
     const user = p.properties?.userProperties;
-    if (user !== undefined && this.dedup.repeated(p.topic, user)) return;
+    if (user !== undefined && this.dedup.repeated(BROKER_PUBLISHER, p.topic, user)) return;
     const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload;
     this.publishMessage(
       createMessage(p.topic, payload, p.qos ?? 0, p.retain === true, p.properties, p.messageExpiryInterval),

@@ -27,11 +27,18 @@
  *                              seq order within a group): {m: message (as in m␀, body inline: one group
  *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
  *                              l?: lastMember, u?: dup}
- *   d␀<topic>␀<key>            idempotency key seen on a topic: {e: expiresAt} (a user property value:
- *                              a UTF-8 string, which cannot hold U+0000 either)
+ *   k␀<publisher>␀<topic>␀<key>
+ *                              idempotency key a publisher used on a topic: {e: expiresAt};
+ *                              <publisher> is its client id, empty for the broker's own publish() (a
+ *                              key is a user property value: a UTF-8 string, which cannot hold U+0000
+ *                              either)
+ *   d␀<topic>␀<key>            idempotency key stored before keys were scoped per publisher:
+ *                              {e: expiresAt}, still read (it holds for every publisher until it
+ *                              expires); the broker writes every new key with its publisher
  *
- * The g␀ and d␀ prefixes were added without touching existing keys (a data dir written before them
- * simply holds none). Format 2 added the short o␀ form; format 1 dirs are read and marked 2.
+ * The g␀, d␀ and k␀ prefixes were added without touching existing keys (a data dir written before
+ * them simply holds none; an older Heron ignores k␀ keys). Format 2 added the short o␀ form; format
+ * 1 dirs are read and marked 2.
  *
  * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
  * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
@@ -275,7 +282,10 @@ const bodyKey = (id: string) => `m${SEP}${id}`;
 const retainedKey = (topic: string) => `r${SEP}${topic}`;
 const groupKey = (group: string, seq: number) =>
   `g${SEP}${group}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
-const dedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
+/** A key stored before keys were scoped per publisher (read, and deleted, never written). */
+const unscopedDedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
+const dedupKey = (publisher: string, topic: string, key: string) =>
+  `k${SEP}${publisher}${SEP}${topic}${SEP}${key}`;
 /** Bounds of every key under `<parts joined by SEP>␀`. */
 const range = (...parts: string[]) => {
   const p = parts.join(SEP);
@@ -929,14 +939,23 @@ export class LevelPersistence implements Persistence {
     this.assertWritable();
     checkName('topic', rec.topic);
     checkName('idempotency key', rec.key);
-    this.put(dedupKey(rec.topic, rec.key), JSON.stringify({ e: rec.expiresAt }));
+    const value = JSON.stringify({ e: rec.expiresAt });
+    if (rec.publisher === undefined) this.put(unscopedDedupKey(rec.topic, rec.key), value);
+    else {
+      checkName('publisher', rec.publisher);
+      this.put(dedupKey(rec.publisher, rec.topic, rec.key), value);
+    }
   }
 
-  deleteDedup(topic: string, key: string): void {
+  deleteDedup(topic: string, key: string, publisher?: string): void {
     this.assertWritable();
     checkName('topic', topic);
     checkName('idempotency key', key);
-    this.del(dedupKey(topic, key));
+    if (publisher === undefined) this.del(unscopedDedupKey(topic, key));
+    else {
+      checkName('publisher', publisher);
+      this.del(dedupKey(publisher, topic, key));
+    }
   }
 
   async *listDedup(): AsyncIterable<DedupRecord> {
@@ -947,6 +966,16 @@ export class LevelPersistence implements Persistence {
         topic: k.slice(2, sep),
         key: k.slice(sep + 1),
         expiresAt: (JSON.parse(value) as { e: number }).e,
+      };
+    }
+    for await (const [k, value] of this.db.iterator({ gte: `k${SEP}`, lt: `k${END}` })) {
+      const a = k.indexOf(SEP, 2);
+      const b = k.indexOf(SEP, a + 1);
+      yield {
+        topic: k.slice(a + 1, b),
+        key: k.slice(b + 1),
+        expiresAt: (JSON.parse(value) as { e: number }).e,
+        publisher: k.slice(2, a),
       };
     }
   }

@@ -103,12 +103,20 @@ export interface GroupMessageRecord {
   dup?: boolean;
 }
 
-/** An idempotency key seen on a topic (user property `idempotency-key`), remembered until it expires. */
+/**
+ * An idempotency key (user property `idempotency-key`) a publisher used on a topic, remembered until
+ * it expires. Identified by (publisher, topic, key).
+ */
 export interface DedupRecord {
   topic: string;
   key: string;
   /** Epoch ms after which a publish with this key is delivered again. */
   expiresAt: number;
+  /**
+   * The publisher's client id; '' for the broker's own `publish()`. Absent on a record stored
+   * before keys were scoped per publisher: it holds for every publisher until it expires.
+   */
+  publisher?: string;
 }
 
 export interface Persistence {
@@ -151,8 +159,9 @@ export interface Persistence {
   /** Every group's records, in seq order within a group. */
   listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }>;
 
-  /** Inserts or replaces the record of (topic, key). */
+  /** Inserts or replaces the record of (publisher, topic, key). */
   putDedup(rec: DedupRecord): void;
-  deleteDedup(topic: string, key: string): void;
+  /** Deletes the record of (publisher, topic, key); no publisher: the unscoped record of (topic, key). */
+  deleteDedup(topic: string, key: string, publisher?: string): void;
   listDedup(): AsyncIterable<DedupRecord>;
 }

@@ -86,7 +86,7 @@ const byKey =
 const sessionsSorted = byKey<SessionRecord>((s) => s.clientId);
 const retainedSorted = byKey<StoredMessage>((m) => m.topic);
 const willsSorted = byKey<WillRecord>((w) => w.clientId);
-const dedupSorted = byKey<DedupRecord>((d) => `${d.topic}\u0000${d.key}`);
+const dedupSorted = byKey<DedupRecord>((d) => `${d.publisher ?? '-'}\u0000${d.topic}\u0000${d.key}`);
 
 export function groupMessage(
   seq: number,
@@ -499,6 +499,30 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteDedup('jobs/1', 'nope');
         expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted([a2, b, d]));
       });
+
+      it('keeps publishers apart: (publisher, topic, key), with the broker as "" and unscoped records apart', async () => {
+        const base = { topic: 'jobs/1', key: 'k', expiresAt: 1000 };
+        const recs: DedupRecord[] = [
+          { ...base, publisher: 'alice' },
+          { ...base, publisher: 'bob', expiresAt: 2000 },
+          { ...base, publisher: '', expiresAt: 3000 },
+          { ...base, expiresAt: 4000 }, // unscoped (stored before keys were per publisher)
+          { ...base, publisher: 'alice', topic: 'jobs/1/x' },
+          { ...base, publisher: 'ünï 🌡', key: 'ключ' },
+        ];
+        for (const r of recs) store.putDedup(r);
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted(recs));
+        store.deleteDedup('jobs/1', 'k', 'bob');
+        store.deleteDedup('jobs/1', 'k'); // the unscoped one only
+        store.deleteDedup('jobs/1', 'k', 'carol');
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(
+          dedupSorted([recs[0], recs[2], recs[4], recs[5]]),
+        );
+        store.deleteDedup('jobs/1', 'k', '');
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(
+          dedupSorted([recs[0], recs[4], recs[5]]),
+        );
+      });
     });
 
     describe('StoredMessage fidelity', () => {
@@ -649,8 +673,12 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteGroupMessage('workers/jobs/#', 10);
         const key: DedupRecord = { topic: 'jobs/1', key: 'once', expiresAt: 1_900_000_000_000 };
         store.putDedup(key);
+        const scoped: DedupRecord = { ...key, publisher: 'pub-1' };
+        store.putDedup(scoped);
         store.putDedup({ topic: 'jobs/1', key: 'gone', expiresAt: 1 });
         store.deleteDedup('jobs/1', 'gone');
+        store.putDedup({ topic: 'jobs/1', key: 'gone', expiresAt: 1, publisher: 'pub-1' });
+        store.deleteDedup('jobs/1', 'gone', 'pub-1');
 
         const s = await reopen();
         expect(sessionsSorted(await collect(s.listSessions()))).toEqual(sessions);
@@ -674,7 +702,7 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
           { group: 'workers/jobs/#', rec: groupMessage(11, shared) },
         ]);
         expectMessage(groups[0].rec.message, rich);
-        expect(await collect(s.listDedup())).toEqual([key]);
+        expect(dedupSorted(await collect(s.listDedup()))).toEqual(dedupSorted([key, scoped]));
       });
 
       it('keeps working after reopen: replace, delete, cascade', async (ctx) => {
