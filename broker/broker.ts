@@ -2,7 +2,13 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { MemoryPersistence } from '../persistence/memory.js';
-import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '../persistence/types.js';
+import type {
+  MessageProperties,
+  Persistence,
+  QoS,
+  SubscriptionRecord,
+  WillRecord,
+} from '../persistence/types.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { Connection, type ConnectionInfo } from './connection.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
@@ -224,6 +230,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     session.conn = conn;
     session.resumedBy = present ? conn : null;
     conn.session = session;
+    // Stored after the old session's state is gone (a Clean Start deletes it, will included).
+    if (conn.will) this.wills.connected(clientId, conn.will);
     return { session, present };
   }
 
@@ -249,8 +257,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const session = conn.session;
     conn.session = null;
     const owned = session !== null && session.conn === conn;
-    if (owned && conn.will && fireWill && !this.stopping) {
-      this.wills.connectionLost(conn.clientId, conn.will, session.expiryInterval);
+    if (owned && conn.will) {
+      // Published (now or after its delay), or deleted: a normal DISCONNECT [MQTT-3.1.2-10], and
+      // a broker shutting down, which does not publish wills.
+      if (fireWill && !this.stopping)
+        this.wills.connectionLost(conn.clientId, conn.will, session.expiryInterval);
+      else this.wills.discard(conn.clientId);
     }
     conn.will = undefined;
     if (owned) {
@@ -314,7 +326,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit('drop', session?.clientId ?? null, msg, reason);
   }
 
-  /** Loads retained messages, sessions with their subscriptions, and delayed wills. */
+  /** Loads retained messages, sessions with their subscriptions, and wills. */
   private async restore(): Promise<void> {
     const p = this.persistence;
     await p.open();
@@ -341,7 +353,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       session.addSubscription(sub);
       this.router.add(session, sub);
     }
-    for await (const w of p.listWills()) this.wills.restore(w);
+    const connected: WillRecord[] = [];
+    for await (const w of p.listWills()) {
+      if (w.fireAt === undefined) connected.push(w);
+      else this.wills.restore(w);
+    }
     await this.shares.restore();
     await this.dedup.restore();
     // Sessions that ended while the broker was down: a will still waiting is published now, late
@@ -350,6 +366,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.wills.fire(clientId);
       p.deleteSession(clientId);
     }
+    // Clients connected when the broker stopped without seeing their connections end (a crash):
+    // those connections ended without DISCONNECT, so their wills are published, now or after
+    // their delay if the session lives on [MQTT-3.1.2-8].
+    for (const w of connected)
+      this.wills.restoreConnected(w, this.sessions.get(w.clientId)?.expiryInterval ?? 0);
     if (this.sessions.size > 0 || this.retained.size > 0) {
       this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, 'state restored');
     }

@@ -323,8 +323,12 @@ export class Session {
       this.queueHead = 0;
       this.loaded = true;
       this.storedWhileUnloaded = 0;
-      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk.
-      if (!this.persistent) this.broker.persistence.deleteSession(this.clientId);
+      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk,
+      // but the will of the connection, which is stored with the session.
+      if (!this.persistent) {
+        this.broker.persistence.deleteSession(this.clientId);
+        if (this.conn?.will) this.broker.wills.connected(this.clientId, this.conn.will);
+      }
     } finally {
       this.loading = null;
       done();

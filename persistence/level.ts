@@ -21,7 +21,9 @@
  *   i␀<clientId>␀<packetId>    inbound QoS 2 packet id awaiting PUBREL, <packetId> zero-padded to 5
  *                              digits; empty value
  *   r␀<topic>                  retained message, body inline (same JSON as m␀)
- *   w␀<clientId>               will: {fireAt, message} (message as in m␀)
+ *   w␀<clientId>               will: {message (as in m␀), fireAt?, delay?, expiryInterval?}; fireAt
+ *                              once its connection ended, delay and expiryInterval (seconds) while
+ *                              its client is connected
  *   g␀<group>␀<seq>            message held by a shared subscription group, <group> being
  *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
  *                              seq order within a group): {m: message (as in m␀, body inline: one group
@@ -167,6 +169,13 @@ interface EncodedOutgoing {
   g?: string;
   a?: number;
   u?: boolean;
+}
+
+interface EncodedWill {
+  message: EncodedMessage;
+  fireAt?: number;
+  delay?: number;
+  expiryInterval?: number;
 }
 
 interface EncodedGroupMessage {
@@ -874,10 +883,11 @@ export class LevelPersistence implements Persistence {
   putWill(rec: WillRecord): void {
     this.assertWritable();
     checkName('clientId', rec.clientId);
-    this.put(
-      willKey(rec.clientId),
-      JSON.stringify({ fireAt: rec.fireAt, message: encodeMessage(rec.message) }),
-    );
+    const enc: EncodedWill = { message: encodeMessage(rec.message) };
+    if (rec.fireAt !== undefined) enc.fireAt = rec.fireAt;
+    if (rec.delay !== undefined) enc.delay = rec.delay;
+    if (rec.expiryInterval !== undefined) enc.expiryInterval = rec.expiryInterval;
+    this.put(willKey(rec.clientId), JSON.stringify(enc));
   }
 
   deleteWill(clientId: string): void {
@@ -889,8 +899,12 @@ export class LevelPersistence implements Persistence {
   async *listWills(): AsyncIterable<WillRecord> {
     await this.written();
     for await (const [key, value] of this.db.iterator({ gte: `w${SEP}`, lt: `w${END}` })) {
-      const { fireAt, message } = JSON.parse(value) as { fireAt: number; message: EncodedMessage };
-      yield { clientId: key.slice(2), fireAt, message: decodeMessage(message) };
+      const enc = JSON.parse(value) as EncodedWill;
+      const rec: WillRecord = { clientId: key.slice(2), message: decodeMessage(enc.message) };
+      if (enc.fireAt !== undefined) rec.fireAt = enc.fireAt;
+      if (enc.delay !== undefined) rec.delay = enc.delay;
+      if (enc.expiryInterval !== undefined) rec.expiryInterval = enc.expiryInterval;
+      yield rec;
     }
   }
 

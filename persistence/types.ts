@@ -72,12 +72,21 @@ export interface OutgoingRecord {
   dup?: boolean;
 }
 
-/** A will whose publication waits for its delay (5.0 Will Delay Interval) or its session's end. */
+/**
+ * A client's will, one per client id. While the client is connected it is stored as given in
+ * CONNECT (`fireAt` absent), so that a crash does not lose it: after a restart that connection has
+ * evidently ended without DISCONNECT. Once the connection ended, a will waiting for its delay (5.0
+ * Will Delay Interval) or its session's end has `fireAt`.
+ */
 export interface WillRecord {
   clientId: string;
   message: StoredMessage;
-  /** Epoch ms at which it is published unless the client returns. */
-  fireAt: number;
+  /** Epoch ms at which it is published unless the client returns; absent while it is connected. */
+  fireAt?: number;
+  /** While connected: the Will Delay Interval, seconds (0 or absent: none). */
+  delay?: number;
+  /** While connected: the will's Message Expiry Interval, seconds, counted from its publication. */
+  expiryInterval?: number;
 }
 
 /**

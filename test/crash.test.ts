@@ -25,7 +25,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { generate, type IConnackPacket, parser as mqttParser, type Packet } from 'mqtt-packet';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { onCleanup } from './helpers.js';
+import { connect, onCleanup, RawClient } from './helpers.js';
+import { connectAck, Inbox } from './spec-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
@@ -579,4 +580,77 @@ describe('kill -9 during a QoS 1/2 stream (LevelDB, real process)', () => {
         `; duplicates (QoS 1 allowed): ${dups}`,
     );
   }, 60_000);
+});
+
+describe('kill -9 with clients connected that have wills (LevelDB, real process)', () => {
+  it('their connections ended without DISCONNECT: the restarted broker publishes their wills, now or after the Will Delay Interval [MQTT-3.1.2-8]', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'heron-crash-will-'));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+    const root = `crash-will/${Math.random().toString(16).slice(2, 8)}`;
+    let broker = await startBrokerProcess(dir);
+    let url = `mqtt://127.0.0.1:${broker.port}`;
+    const persistent = {
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 3600 },
+    };
+    const will = (name: string, over: { retain?: boolean; delay?: number } = {}) => ({
+      topic: `${root}/${name}`,
+      payload: Buffer.from(`${name} gone`),
+      qos: 1 as const,
+      retain: over.retain === true,
+      ...(over.delay !== undefined && { properties: { willDelayInterval: over.delay } }),
+    });
+    const quiet = (c: { client: { on(e: 'error', f: () => void): unknown } }) => {
+      c.client.on('error', () => undefined); // the kill resets their sockets
+      return c;
+    };
+    // A persistent subscriber, offline at the kill: the restarted broker queues the wills for it.
+    const watcher = await connectAck(url, { ...persistent, clientId: 'will-watcher' });
+    await watcher.client.subscribeAsync(`${root}/#`, { qos: 1 });
+    await watcher.client.endAsync();
+    quiet(
+      await connectAck(url, {
+        protocolVersion: 5,
+        clientId: 'will-clean',
+        will: will('clean', { retain: true }),
+      }),
+    );
+    quiet(await connectAck(url, { protocolVersion: 4, clientId: 'will-v4', clean: false, will: will('v4') }));
+    quiet(
+      await connectAck(url, { ...persistent, clientId: 'will-later', will: will('later', { delay: 1 }) }),
+    );
+    // A normal DISCONNECT: its will is never published. The broker closing the socket shows it
+    // has handled the DISCONNECT.
+    const left = await RawClient.connected(broker.port, 5, { clientId: 'will-left', will: will('left') });
+    left.send({ cmd: 'disconnect' });
+    await left.closed;
+    // A QoS 1 round trip: PUBACK comes once everything before it is written (the wills too).
+    const sync = await connect(url, { protocolVersion: 5 });
+    sync.on('error', () => undefined);
+    await sync.publishAsync(`${root}-sync`, 'x', { qos: 1 });
+
+    broker.child.kill('SIGKILL');
+    expect((await broker.exited).signal).toBe('SIGKILL');
+    broker = await startBrokerProcess(dir);
+    const restarted = performance.now();
+    url = `mqtt://127.0.0.1:${broker.port}`;
+    const back = await connectAck(url, { ...persistent, clientId: 'will-watcher' });
+    expect(back.connack.sessionPresent).toBe(true);
+    expect(Inbox.brief(await back.inbox.take(2)).sort()).toEqual([
+      `${root}/clean:clean gone`,
+      `${root}/v4:v4 gone`,
+    ]);
+    // Its session lives on: its will waits for the Will Delay Interval, counted from the restart.
+    expect(Inbox.brief(await back.inbox.take(1))).toEqual([`${root}/later:later gone`]);
+    expect(performance.now() - restarted).toBeGreaterThanOrEqual(900);
+    const marker = await connect(url, { protocolVersion: 5 });
+    await marker.publishAsync(`${root}/marker`, 'm', { qos: 1 });
+    expect(Inbox.brief(await back.inbox.until(`${root}/marker`))).toEqual([`${root}/marker:m`]);
+    // The retained will, for a new subscriber.
+    const fresh = await connectAck(url, { protocolVersion: 5 });
+    await fresh.client.subscribeAsync(`${root}/clean`, { qos: 1 });
+    expect(Inbox.brief(await fresh.inbox.take(1))).toEqual([`${root}/clean:clean gone`]);
+    expect(problems).toEqual([]);
+  }, 30_000);
 });

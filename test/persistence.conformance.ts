@@ -427,6 +427,27 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteWill('nobody');
         expect(await collect(store.listWills())).toEqual([w1b]);
       });
+
+      it('keeps the will of a connected client (no fireAt; delay, expiryInterval), replaced by its delayed form', async () => {
+        const connected: WillRecord = {
+          clientId: 'c1',
+          message: richMessage(),
+          delay: 30,
+          expiryInterval: 60,
+        };
+        const plain: WillRecord = { clientId: 'c2', message: message() };
+        store.putWill(connected);
+        store.putWill(plain);
+        const list = willsSorted(await collect(store.listWills()));
+        expect(list).toEqual([connected, plain]);
+        expect('fireAt' in list[0] || 'fireAt' in list[1] || 'delay' in list[1]).toBe(false);
+        expectMessage(list[0].message, connected.message);
+        const delayed: WillRecord = { clientId: 'c1', message: connected.message, fireAt: 5000 };
+        store.putWill(delayed);
+        expect(willsSorted(await collect(store.listWills()))).toEqual([delayed, plain]);
+        store.deleteSession('c2'); // a session's will goes with it
+        expect(await collect(store.listWills())).toEqual([delayed]);
+      });
     });
 
     describe('shared group messages', () => {
@@ -658,6 +679,8 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
           message: message({ payload: Buffer.alloc(0) }),
         };
         store.putWill(will);
+        const connectedWill: WillRecord = { clientId: 'ab', message: rich, delay: 5, expiryInterval: 7 };
+        store.putWill(connectedWill);
         store.putSession({ clientId: 'deleted', protocolVersion: 4, expiryInterval: 1 });
         store.putOutgoing('deleted', outgoing(1, message()));
         store.deleteSession('deleted');
@@ -695,7 +718,7 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         const retained = await collect(s.listRetained());
         expect(retained).toEqual([rich]);
         expectMessage(retained[0], rich);
-        expect(await collect(s.listWills())).toEqual([will]);
+        expect(willsSorted(await collect(s.listWills()))).toEqual([will, connectedWill]);
         const groups = await collect(s.listGroupMessages());
         expect(groups).toEqual([
           { group: 'workers/jobs/#', rec: held },
