@@ -28,7 +28,8 @@
  *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
  *                              seq order within a group): {m: message (as in m␀, body inline: one group
  *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
- *                              l?: lastMember, u?: dup}
+ *                              l?: lastMember, u?: dup, t?: member and n?: packetId (in flight at
+ *                              QoS 2 to that member)}
  *   k␀<publisher>␀<topic>␀<key>
  *                              idempotency key a publisher used on a topic: {e: expiresAt};
  *                              <publisher> is its client id, empty for the broker's own publish() (a
@@ -186,6 +187,8 @@ interface EncodedGroupMessage {
   c?: number;
   l?: string;
   u?: boolean;
+  t?: string;
+  n?: number;
 }
 
 function encodeMessage(msg: StoredMessage): EncodedMessage {
@@ -919,6 +922,8 @@ export class LevelPersistence implements Persistence {
     if (rec.lastReason !== undefined) enc.c = rec.lastReason;
     if (rec.lastMember !== undefined) enc.l = rec.lastMember;
     if (rec.dup !== undefined) enc.u = rec.dup;
+    if (rec.member !== undefined) enc.t = rec.member;
+    if (rec.packetId !== undefined) enc.n = rec.packetId;
     this.put(groupKey(group, rec.seq), JSON.stringify(enc));
   }
 
@@ -943,6 +948,8 @@ export class LevelPersistence implements Persistence {
       if (enc.c !== undefined) rec.lastReason = enc.c;
       if (enc.l !== undefined) rec.lastMember = enc.l;
       if (enc.u !== undefined) rec.dup = enc.u;
+      if (enc.t !== undefined) rec.member = enc.t;
+      if (enc.n !== undefined) rec.packetId = enc.n;
       yield { group, rec };
     }
   }

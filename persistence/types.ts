@@ -110,6 +110,14 @@ export interface GroupMessageRecord {
   lastMember?: string;
   /** Sent at least once: a redelivery carries DUP. */
   dup?: boolean;
+  /**
+   * In flight at QoS 2: the client id of the member it was sent to, written before it is sent.
+   * Only that member may get it [MQTT-4.8.2-4]: after a restart it is put back in flight in that
+   * member's session, with the same packet id.
+   */
+  member?: string;
+  /** In flight at QoS 2: the packet id it was sent to `member` with. */
+  packetId?: number;
 }
 
 /**

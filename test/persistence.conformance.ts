@@ -476,7 +476,16 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         expect(recs.map((r) => r.rec.seq)).toEqual([0, 5, 1_000_000_000_000_000, 2_000_000_000_000_001]);
         expect(recs[1].rec).toEqual(retry);
         expect(recs[0].rec).toEqual(groupMessage(0, m));
-        for (const k of ['dueAt', 'lastReason', 'lastMember', 'dup']) expect(k in recs[0].rec).toBe(false);
+        for (const k of ['dueAt', 'lastReason', 'lastMember', 'dup', 'member', 'packetId'])
+          expect(k in recs[0].rec).toBe(false);
+
+        // In flight at QoS 2 to a member: the member's client id and the packet id.
+        const inFlight = groupMessage(5, m, { attempts: 2, dup: true, member: 'worker-2', packetId: 65535 });
+        store.putGroupMessage('workers/jobs/#', inFlight);
+        const again = (await collect(store.listGroupMessages())).find(
+          (r) => r.group === 'workers/jobs/#' && r.rec.seq === 5,
+        );
+        expect(again?.rec).toEqual(inFlight);
         expectMessage(recs[1].rec.message, m);
       });
 
@@ -692,7 +701,9 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         });
         store.putGroupMessage('workers/jobs/#', held);
         store.putGroupMessage('workers/jobs/#', groupMessage(10, shared));
+        const inFlight = groupMessage(11, shared, { dup: true, member: 'a', packetId: 7 });
         store.putGroupMessage('workers/jobs/#', groupMessage(11, shared));
+        store.putGroupMessage('workers/jobs/#', inFlight);
         store.deleteGroupMessage('workers/jobs/#', 10);
         const key: DedupRecord = { topic: 'jobs/1', key: 'once', expiresAt: 1_900_000_000_000 };
         store.putDedup(key);
@@ -722,7 +733,7 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         const groups = await collect(s.listGroupMessages());
         expect(groups).toEqual([
           { group: 'workers/jobs/#', rec: held },
-          { group: 'workers/jobs/#', rec: groupMessage(11, shared) },
+          { group: 'workers/jobs/#', rec: inFlight },
         ]);
         expectMessage(groups[0].rec.message, rich);
         expect(dedupSorted(await collect(s.listDedup()))).toEqual(dedupSorted([key, scoped]));
