@@ -267,6 +267,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     conn.will = undefined;
     if (owned) {
       session.conn = null;
+      session.resumedBy = null;
       // Shared group messages it held go to other members now, not when it returns.
       if (session.hasGroupRecords) this.shares.memberOffline(session);
       this.sessionDisconnected(session);
