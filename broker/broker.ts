@@ -2,13 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { MemoryPersistence } from '../persistence/memory.js';
-import type {
-  MessageProperties,
-  Persistence,
-  QoS,
-  SubscriptionRecord,
-  WillRecord,
-} from '../persistence/types.js';
+import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '../persistence/types.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { Connection, type ConnectionInfo } from './connection.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
@@ -16,6 +10,7 @@ import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { RC } from './reason-codes.js';
+import { restoreState } from './restore.js';
 import { RetainedStore } from './retained.js';
 import { Router } from './router.js';
 import { Session } from './session.js';
@@ -113,7 +108,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
-    this.started ??= this.restore();
+    this.started ??= restoreState(this);
     return this.started;
   }
 
@@ -292,7 +287,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.armExpiry(session, session.expiryInterval * 1000);
   }
 
-  private armExpiry(session: Session, ms: number): void {
+  /** Ends the session after ms unless it never expires (a session's own timer; restore arms it too). */
+  armExpiry(session: Session, ms: number): void {
     if (session.expiryInterval === NEVER_EXPIRES) return;
     this.expiryTimers.get(session)?.cancel();
     this.expiryTimers.set(
@@ -325,56 +321,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
       );
     }
     this.emit('drop', session?.clientId ?? null, msg, reason);
-  }
-
-  /** Loads retained messages, sessions with their subscriptions, and wills. */
-  private async restore(): Promise<void> {
-    const p = this.persistence;
-    await p.open();
-    for await (const msg of p.listRetained()) this.retained.load(msg);
-    const now = Date.now();
-    const ended: string[] = [];
-    for await (const rec of p.listSessions()) {
-      const left =
-        rec.expiryInterval === NEVER_EXPIRES
-          ? 1
-          : rec.expiryInterval * 1000 - (now - (rec.disconnectedAt ?? now));
-      if (left <= 0) {
-        ended.push(rec.clientId);
-        continue;
-      }
-      const session = new Session(this, rec.clientId, rec.protocolVersion, rec.expiryInterval);
-      session.loaded = false;
-      this.sessions.set(rec.clientId, session);
-      this.armExpiry(session, left);
-    }
-    for await (const { clientId, sub } of p.listSubscriptions()) {
-      const session = this.sessions.get(clientId);
-      if (!session) continue;
-      session.addSubscription(sub);
-      this.router.add(session, sub);
-    }
-    const connected: WillRecord[] = [];
-    for await (const w of p.listWills()) {
-      if (w.fireAt === undefined) connected.push(w);
-      else this.wills.restore(w);
-    }
-    await this.shares.restore();
-    await this.dedup.restore();
-    // Sessions that ended while the broker was down: a will still waiting is published now, late
-    // (5.0 §3.1.2.5 lets a server defer wills to its restart), then their state is deleted.
-    for (const clientId of ended) {
-      this.wills.fire(clientId);
-      p.deleteSession(clientId);
-    }
-    // Clients connected when the broker stopped without seeing their connections end (a crash):
-    // those connections ended without DISCONNECT, so their wills are published, now or after
-    // their delay if the session lives on [MQTT-3.1.2-8].
-    for (const w of connected)
-      this.wills.restoreConnected(w, this.sessions.get(w.clientId)?.expiryInterval ?? 0);
-    if (this.sessions.size > 0 || this.retained.size > 0) {
-      this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, 'state restored');
-    }
   }
 
   /** Stops listening, disconnects every client (5.0: reason 0x8B), and closes persistence. */
