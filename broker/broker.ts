@@ -11,10 +11,11 @@ import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { RC } from './reason-codes.js';
+import { restoreState } from './restore.js';
 import { RetainedStore } from './retained.js';
 import { Router } from './router.js';
 import { Session } from './session.js';
-import { Dedup } from './shared/dedup.js';
+import { BROKER_PUBLISHER, Dedup } from './shared/dedup.js';
 import { SharedGroups } from './shared/groups.js';
 import { longTimeout } from './timers.js';
 import { listenTcp } from './transports/tcp.js';
@@ -73,7 +74,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
   readonly shares: SharedGroups;
   readonly router: Router;
-  /** Idempotency keys seen per topic (user property `idempotency-key`, 5.0). */
+  /** Idempotency keys seen per publisher and topic (user property `idempotency-key`, 5.0). */
   readonly dedup: Dedup;
   readonly retained: RetainedStore;
   readonly wills: WillScheduler;
@@ -124,7 +125,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
-    this.started ??= this.restore();
+    this.started ??= restoreState(this);
     return this.started;
   }
 
@@ -181,7 +182,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   publish(p: PublishOptions): boolean {
     // A repeated idempotency key within the dedup window: not delivered again.
     const user = p.properties?.userProperties;
-    if (user !== undefined && this.dedup.repeated(p.topic, user)) return true;
+    if (user !== undefined && this.dedup.repeated(BROKER_PUBLISHER, p.topic, user)) return true;
     const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload;
     return this.publishMessage(
       createMessage(p.topic, payload, p.qos ?? 0, p.retain === true, p.properties, p.messageExpiryInterval),
@@ -252,7 +253,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (session.persistent)
       this.persistence.putSession({ clientId, protocolVersion: version, expiryInterval: expiry });
     session.conn = conn;
+    session.resumedBy = present ? conn : null;
     conn.session = session;
+    // Stored after the old session's state is gone (a Clean Start deletes it, will included).
+    if (conn.will) this.wills.connected(clientId, conn.will);
     return { session, present };
   }
 
@@ -278,12 +282,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const session = conn.session;
     conn.session = null;
     const owned = session !== null && session.conn === conn;
-    if (owned && conn.will && fireWill && !this.stopping) {
-      this.wills.connectionLost(conn.clientId, conn.will, session.expiryInterval);
+    if (owned && conn.will) {
+      // Published (now or after its delay), or deleted: a normal DISCONNECT [MQTT-3.1.2-10], and
+      // a broker shutting down, which does not publish wills.
+      if (fireWill && !this.stopping)
+        this.wills.connectionLost(conn.clientId, conn.will, session.expiryInterval);
+      else this.wills.discard(conn.clientId);
     }
     conn.will = undefined;
     if (owned) {
       session.conn = null;
+      session.resumedBy = null;
       // Shared group messages it held go to other members now, not when it returns.
       if (session.hasGroupRecords) this.shares.memberOffline(session);
       this.sessionDisconnected(session);
@@ -310,7 +319,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.armExpiry(session, session.expiryInterval * 1000);
   }
 
-  private armExpiry(session: Session, ms: number): void {
+  /** Ends the session after ms unless it never expires (a session's own timer; restore arms it too). */
+  armExpiry(session: Session, ms: number): void {
     if (session.expiryInterval === NEVER_EXPIRES) return;
     this.expiryTimers.get(session)?.cancel();
     this.expiryTimers.set(
@@ -344,49 +354,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
       );
     }
     this.emit('drop', session?.clientId ?? null, msg, reason);
-  }
-
-  /** Loads retained messages, sessions with their subscriptions, and delayed wills. */
-  private async restore(): Promise<void> {
-    const p = this.persistence;
-    await p.open();
-    for await (const msg of p.listRetained()) this.retained.load(msg);
-    const now = Date.now();
-    const ended: string[] = [];
-    for await (const rec of p.listSessions()) {
-      const left =
-        rec.expiryInterval === NEVER_EXPIRES
-          ? 1
-          : rec.expiryInterval * 1000 - (now - (rec.disconnectedAt ?? now));
-      if (left <= 0) {
-        ended.push(rec.clientId);
-        continue;
-      }
-      const session = new Session(this, rec.clientId, rec.protocolVersion, rec.expiryInterval);
-      session.loaded = false;
-      // Its byte bound counts what an earlier run stored for it.
-      session.storedBytes = p.outgoingBytes(rec.clientId);
-      this.sessions.set(rec.clientId, session);
-      this.armExpiry(session, left);
-    }
-    for await (const { clientId, sub } of p.listSubscriptions()) {
-      const session = this.sessions.get(clientId);
-      if (!session) continue;
-      session.addSubscription(sub);
-      this.router.add(session, sub);
-    }
-    for await (const w of p.listWills()) this.wills.restore(w);
-    await this.shares.restore();
-    await this.dedup.restore();
-    // Sessions that ended while the broker was down: a will still waiting is published now, late
-    // (5.0 §3.1.2.5 lets a server defer wills to its restart), then their state is deleted.
-    for (const clientId of ended) {
-      this.wills.fire(clientId);
-      p.deleteSession(clientId);
-    }
-    if (this.sessions.size > 0 || this.retained.size > 0) {
-      this.log.info({ sessions: this.sessions.size, retained: this.retained.size }, 'state restored');
-    }
   }
 
   /** Stops listening, disconnects every client (5.0: reason 0x8B), and closes persistence. */

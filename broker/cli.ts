@@ -145,7 +145,7 @@ const FLAGS = {
   'dedup-window': {
     type: 'string',
     default: String(DEFAULTS.dedupWindow),
-    help: 'seconds an idempotency-key user property is remembered per topic (0 = off)',
+    help: 'seconds an idempotency-key user property is remembered per publisher and topic (0 = off)',
   },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;

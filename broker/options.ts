@@ -76,7 +76,7 @@ export interface BrokerOptions {
    * MQTT 5.0 [MQTT-4.8.2-6] says.
    */
   retryMaxAttempts?: number;
-  /** Seconds an `idempotency-key` user property is remembered per topic; 0 turns dedup off. */
+  /** Seconds an `idempotency-key` user property is remembered per publisher (client id) and topic; 0 turns dedup off. */
   dedupWindow?: number;
 }
 

@@ -18,6 +18,8 @@ const NO_IDS: ReadonlySet<number> = new Set();
  */
 export class Session implements GateOwner {
   conn: Connection | null = null;
+  /** The connection that resumed this session (CONNACK Session Present 1), if the current one did. */
+  resumedBy: Connection | null = null;
   subscriptions: ReadonlyMap<string, SubscriptionRecord> = NO_SUBS;
   /** Sent and unacknowledged, by packet id, in send order. */
   inflight: Map<number, OutgoingRecord> = NO_INFLIGHT;
@@ -297,7 +299,8 @@ export class Session implements GateOwner {
   /**
    * A QoS 1/2 message from a shared subscription group: sent now if the window has room, else
    * queued (partitioning strategies only). Not written to the session's persistence: the group's
-   * store holds it until it is acknowledged, and takes it back if this member goes away.
+   * store holds it until it is acknowledged, and takes it back if this member goes away. At QoS 2
+   * the group's record names this member and the packet id once it is sent (see send).
    */
   deliverGroup(rec: OutgoingRecord, cache?: EncodeCache): void {
     this.hasGroupRecords = true;
@@ -323,10 +326,14 @@ export class Session implements GateOwner {
     sent.packetId = packetId;
     if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
     this.inflight.set(packetId, sent);
-    if (this.persistent && !group) this.broker.persistence.putOutgoing(this.clientId, sent);
+    if (group) {
+      // At QoS 2 the group's record names this member and packet id: after a crash the message is
+      // re-sent to this member only, as the same packet [MQTT-4.8.2-4].
+      if (rec.qos === 2) this.broker.shares.inFlight(this, sent);
+    } else if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, sent);
     // A stored QoS 2 message goes out only once its record is written: sent first, a crash before
-    // the write would let the publisher's re-sent original reach this client again under a new
-    // packet id. With the memory backend the callback runs at once.
+    // the write would let the publisher's re-sent original (or, for a group, another member)
+    // reach a client again under a new packet id. With the memory backend the callback runs at once.
     if (rec.qos === 2 && (this.persistent || group)) {
       this.broker.persistence.whenDurable(() => {
         // A connection gone by then leaves it in flight, re-sent when the client returns.
@@ -528,12 +535,29 @@ export class Session implements GateOwner {
       for (const rec of this.inflight.values()) this.hold(rec);
       this.loaded = complete;
       this.storedBytes = complete ? 0 : Math.max(0, p.outgoingBytes(this.clientId) - this.heldBytes);
-      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk.
-      if (!this.persistent) p.deleteSession(this.clientId);
+      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk,
+      // but the will of the connection, which is stored with the session.
+      if (!this.persistent) {
+        p.deleteSession(this.clientId);
+        if (this.conn?.will) this.broker.wills.connected(this.clientId, this.conn.will);
+      }
     } finally {
       this.loading = null;
       done();
     }
+  }
+
+  /**
+   * At start: a shared group's QoS 2 message that was in flight to this session, with its packet
+   * id, re-sent (DUP=1) when the client resumes the session. False if the packet id is taken.
+   */
+  adoptGroupRecord(rec: OutgoingRecord): boolean {
+    if (this.inflight.has(rec.packetId!)) return false;
+    if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
+    this.inflight.set(rec.packetId!, rec);
+    this.hold(rec);
+    this.hasGroupRecords = true;
+    return true;
   }
 
   /**

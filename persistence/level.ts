@@ -21,17 +21,27 @@
  *   i␀<clientId>␀<packetId>    inbound QoS 2 packet id awaiting PUBREL, <packetId> zero-padded to 5
  *                              digits; empty value
  *   r␀<topic>                  retained message, body inline (same JSON as m␀)
- *   w␀<clientId>               will: {fireAt, message} (message as in m␀)
+ *   w␀<clientId>               will: {message (as in m␀), fireAt?, delay?, expiryInterval?}; fireAt
+ *                              once its connection ended, delay and expiryInterval (seconds) while
+ *                              its client is connected
  *   g␀<group>␀<seq>            message held by a shared subscription group, <group> being
  *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
  *                              seq order within a group): {m: message (as in m␀, body inline: one group
  *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
- *                              l?: lastMember, u?: dup}
- *   d␀<topic>␀<key>            idempotency key seen on a topic: {e: expiresAt} (a user property value:
- *                              a UTF-8 string, which cannot hold U+0000 either)
+ *                              l?: lastMember, u?: dup, t?: member and n?: packetId (in flight at
+ *                              QoS 2 to that member)}
+ *   k␀<publisher>␀<topic>␀<key>
+ *                              idempotency key a publisher used on a topic: {e: expiresAt};
+ *                              <publisher> is its client id, empty for the broker's own publish() (a
+ *                              key is a user property value: a UTF-8 string, which cannot hold U+0000
+ *                              either)
+ *   d␀<topic>␀<key>            idempotency key stored before keys were scoped per publisher:
+ *                              {e: expiresAt}, still read (it holds for every publisher until it
+ *                              expires); the broker writes every new key with its publisher
  *
- * The g␀ and d␀ prefixes were added without touching existing keys (a data dir written before them
- * simply holds none). Format 2 added the short o␀ form; format 1 dirs are read and marked 2.
+ * The g␀, d␀ and k␀ prefixes were added without touching existing keys (a data dir written before
+ * them simply holds none; an older Heron ignores k␀ keys). Format 2 added the short o␀ form; format
+ * 1 dirs are read and marked 2.
  *
  * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
  * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
@@ -165,6 +175,13 @@ interface EncodedOutgoing {
   u?: boolean;
 }
 
+interface EncodedWill {
+  message: EncodedMessage;
+  fireAt?: number;
+  delay?: number;
+  expiryInterval?: number;
+}
+
 interface EncodedGroupMessage {
   m: EncodedMessage;
   p: number;
@@ -173,6 +190,8 @@ interface EncodedGroupMessage {
   c?: number;
   l?: string;
   u?: boolean;
+  t?: string;
+  n?: number;
 }
 
 function encodeMessage(msg: StoredMessage): EncodedMessage {
@@ -288,7 +307,10 @@ const bodyKey = (id: string) => `m${SEP}${id}`;
 const retainedKey = (topic: string) => `r${SEP}${topic}`;
 const groupKey = (group: string, seq: number) =>
   `g${SEP}${group}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
-const dedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
+/** A key stored before keys were scoped per publisher (read, and deleted, never written). */
+const unscopedDedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
+const dedupKey = (publisher: string, topic: string, key: string) =>
+  `k${SEP}${publisher}${SEP}${topic}${SEP}${key}`;
 /** Bounds of every key under `<parts joined by SEP>␀`. */
 const range = (...parts: string[]) => {
   const p = parts.join(SEP);
@@ -887,10 +909,11 @@ export class LevelPersistence implements Persistence {
   putWill(rec: WillRecord): void {
     this.assertWritable();
     checkName('clientId', rec.clientId);
-    this.put(
-      willKey(rec.clientId),
-      JSON.stringify({ fireAt: rec.fireAt, message: encodeMessage(rec.message) }),
-    );
+    const enc: EncodedWill = { message: encodeMessage(rec.message) };
+    if (rec.fireAt !== undefined) enc.fireAt = rec.fireAt;
+    if (rec.delay !== undefined) enc.delay = rec.delay;
+    if (rec.expiryInterval !== undefined) enc.expiryInterval = rec.expiryInterval;
+    this.put(willKey(rec.clientId), JSON.stringify(enc));
   }
 
   deleteWill(clientId: string): void {
@@ -902,8 +925,12 @@ export class LevelPersistence implements Persistence {
   async *listWills(): AsyncIterable<WillRecord> {
     await this.written();
     for await (const [key, value] of this.db.iterator({ gte: `w${SEP}`, lt: `w${END}` })) {
-      const { fireAt, message } = JSON.parse(value) as { fireAt: number; message: EncodedMessage };
-      yield { clientId: key.slice(2), fireAt, message: decodeMessage(message) };
+      const enc = JSON.parse(value) as EncodedWill;
+      const rec: WillRecord = { clientId: key.slice(2), message: decodeMessage(enc.message) };
+      if (enc.fireAt !== undefined) rec.fireAt = enc.fireAt;
+      if (enc.delay !== undefined) rec.delay = enc.delay;
+      if (enc.expiryInterval !== undefined) rec.expiryInterval = enc.expiryInterval;
+      yield rec;
     }
   }
 
@@ -918,6 +945,8 @@ export class LevelPersistence implements Persistence {
     if (rec.lastReason !== undefined) enc.c = rec.lastReason;
     if (rec.lastMember !== undefined) enc.l = rec.lastMember;
     if (rec.dup !== undefined) enc.u = rec.dup;
+    if (rec.member !== undefined) enc.t = rec.member;
+    if (rec.packetId !== undefined) enc.n = rec.packetId;
     this.put(groupKey(group, rec.seq), JSON.stringify(enc));
   }
 
@@ -942,6 +971,8 @@ export class LevelPersistence implements Persistence {
       if (enc.c !== undefined) rec.lastReason = enc.c;
       if (enc.l !== undefined) rec.lastMember = enc.l;
       if (enc.u !== undefined) rec.dup = enc.u;
+      if (enc.t !== undefined) rec.member = enc.t;
+      if (enc.n !== undefined) rec.packetId = enc.n;
       yield { group, rec };
     }
   }
@@ -952,14 +983,23 @@ export class LevelPersistence implements Persistence {
     this.assertWritable();
     checkName('topic', rec.topic);
     checkName('idempotency key', rec.key);
-    this.put(dedupKey(rec.topic, rec.key), JSON.stringify({ e: rec.expiresAt }));
+    const value = JSON.stringify({ e: rec.expiresAt });
+    if (rec.publisher === undefined) this.put(unscopedDedupKey(rec.topic, rec.key), value);
+    else {
+      checkName('publisher', rec.publisher);
+      this.put(dedupKey(rec.publisher, rec.topic, rec.key), value);
+    }
   }
 
-  deleteDedup(topic: string, key: string): void {
+  deleteDedup(topic: string, key: string, publisher?: string): void {
     this.assertWritable();
     checkName('topic', topic);
     checkName('idempotency key', key);
-    this.del(dedupKey(topic, key));
+    if (publisher === undefined) this.del(unscopedDedupKey(topic, key));
+    else {
+      checkName('publisher', publisher);
+      this.del(dedupKey(publisher, topic, key));
+    }
   }
 
   async *listDedup(): AsyncIterable<DedupRecord> {
@@ -970,6 +1010,16 @@ export class LevelPersistence implements Persistence {
         topic: k.slice(2, sep),
         key: k.slice(sep + 1),
         expiresAt: (JSON.parse(value) as { e: number }).e,
+      };
+    }
+    for await (const [k, value] of this.db.iterator({ gte: `k${SEP}`, lt: `k${END}` })) {
+      const a = k.indexOf(SEP, 2);
+      const b = k.indexOf(SEP, a + 1);
+      yield {
+        topic: k.slice(a + 1, b),
+        key: k.slice(b + 1),
+        expiresAt: (JSON.parse(value) as { e: number }).e,
+        publisher: k.slice(2, a),
       };
     }
   }

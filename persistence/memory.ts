@@ -16,6 +16,10 @@ interface ClientState {
   incoming: Set<number>;
 }
 
+/** No part holds U+0000: an unscoped record's id has one separator more than any scoped one's. */
+const dedupId = (topic: string, key: string, publisher: string | undefined) =>
+  `${publisher === undefined ? '\u0000' : publisher}\u0000${topic}\u0000${key}`;
+
 /** Keeps everything in process memory: fast, and gone when the process ends. */
 export class MemoryPersistence implements Persistence {
   private clients = new Map<string, ClientState>();
@@ -140,11 +144,11 @@ export class MemoryPersistence implements Persistence {
   }
 
   putDedup(rec: DedupRecord): void {
-    this.dedup.set(`${rec.topic}\u0000${rec.key}`, rec);
+    this.dedup.set(dedupId(rec.topic, rec.key, rec.publisher), rec);
   }
 
-  deleteDedup(topic: string, key: string): void {
-    this.dedup.delete(`${topic}\u0000${key}`);
+  deleteDedup(topic: string, key: string, publisher?: string): void {
+    this.dedup.delete(dedupId(topic, key, publisher));
   }
 
   async *listDedup(): AsyncIterable<DedupRecord> {

@@ -77,12 +77,21 @@ export interface OutgoingRecord {
   dup?: boolean;
 }
 
-/** A will whose publication waits for its delay (5.0 Will Delay Interval) or its session's end. */
+/**
+ * A client's will, one per client id. While the client is connected it is stored as given in
+ * CONNECT (`fireAt` absent), so that a crash does not lose it: after a restart that connection has
+ * evidently ended without DISCONNECT. Once the connection ended, a will waiting for its delay (5.0
+ * Will Delay Interval) or its session's end has `fireAt`.
+ */
 export interface WillRecord {
   clientId: string;
   message: StoredMessage;
-  /** Epoch ms at which it is published unless the client returns. */
-  fireAt: number;
+  /** Epoch ms at which it is published unless the client returns; absent while it is connected. */
+  fireAt?: number;
+  /** While connected: the Will Delay Interval, seconds (0 or absent: none). */
+  delay?: number;
+  /** While connected: the will's Message Expiry Interval, seconds, counted from its publication. */
+  expiryInterval?: number;
 }
 
 /**
@@ -106,14 +115,30 @@ export interface GroupMessageRecord {
   lastMember?: string;
   /** Sent at least once: a redelivery carries DUP. */
   dup?: boolean;
+  /**
+   * In flight at QoS 2: the client id of the member it was sent to, written before it is sent.
+   * Only that member may get it [MQTT-4.8.2-4]: after a restart it is put back in flight in that
+   * member's session, with the same packet id.
+   */
+  member?: string;
+  /** In flight at QoS 2: the packet id it was sent to `member` with. */
+  packetId?: number;
 }
 
-/** An idempotency key seen on a topic (user property `idempotency-key`), remembered until it expires. */
+/**
+ * An idempotency key (user property `idempotency-key`) a publisher used on a topic, remembered until
+ * it expires. Identified by (publisher, topic, key).
+ */
 export interface DedupRecord {
   topic: string;
   key: string;
   /** Epoch ms after which a publish with this key is delivered again. */
   expiresAt: number;
+  /**
+   * The publisher's client id; '' for the broker's own `publish()`. Absent on a record stored
+   * before keys were scoped per publisher: it holds for every publisher until it expires.
+   */
+  publisher?: string;
 }
 
 export interface Persistence {
@@ -161,8 +186,9 @@ export interface Persistence {
   /** Every group's records, in seq order within a group. */
   listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }>;
 
-  /** Inserts or replaces the record of (topic, key). */
+  /** Inserts or replaces the record of (publisher, topic, key). */
   putDedup(rec: DedupRecord): void;
-  deleteDedup(topic: string, key: string): void;
+  /** Deletes the record of (publisher, topic, key); no publisher: the unscoped record of (topic, key). */
+  deleteDedup(topic: string, key: string, publisher?: string): void;
   listDedup(): AsyncIterable<DedupRecord>;
 }

@@ -86,7 +86,7 @@ const byKey =
 const sessionsSorted = byKey<SessionRecord>((s) => s.clientId);
 const retainedSorted = byKey<StoredMessage>((m) => m.topic);
 const willsSorted = byKey<WillRecord>((w) => w.clientId);
-const dedupSorted = byKey<DedupRecord>((d) => `${d.topic}\u0000${d.key}`);
+const dedupSorted = byKey<DedupRecord>((d) => `${d.publisher ?? '-'}\u0000${d.topic}\u0000${d.key}`);
 
 export function groupMessage(
   seq: number,
@@ -427,6 +427,27 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteWill('nobody');
         expect(await collect(store.listWills())).toEqual([w1b]);
       });
+
+      it('keeps the will of a connected client (no fireAt; delay, expiryInterval), replaced by its delayed form', async () => {
+        const connected: WillRecord = {
+          clientId: 'c1',
+          message: richMessage(),
+          delay: 30,
+          expiryInterval: 60,
+        };
+        const plain: WillRecord = { clientId: 'c2', message: message() };
+        store.putWill(connected);
+        store.putWill(plain);
+        const list = willsSorted(await collect(store.listWills()));
+        expect(list).toEqual([connected, plain]);
+        expect('fireAt' in list[0] || 'fireAt' in list[1] || 'delay' in list[1]).toBe(false);
+        expectMessage(list[0].message, connected.message);
+        const delayed: WillRecord = { clientId: 'c1', message: connected.message, fireAt: 5000 };
+        store.putWill(delayed);
+        expect(willsSorted(await collect(store.listWills()))).toEqual([delayed, plain]);
+        store.deleteSession('c2'); // a session's will goes with it
+        expect(await collect(store.listWills())).toEqual([delayed]);
+      });
     });
 
     describe('shared group messages', () => {
@@ -455,7 +476,16 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         expect(recs.map((r) => r.rec.seq)).toEqual([0, 5, 1_000_000_000_000_000, 2_000_000_000_000_001]);
         expect(recs[1].rec).toEqual(retry);
         expect(recs[0].rec).toEqual(groupMessage(0, m));
-        for (const k of ['dueAt', 'lastReason', 'lastMember', 'dup']) expect(k in recs[0].rec).toBe(false);
+        for (const k of ['dueAt', 'lastReason', 'lastMember', 'dup', 'member', 'packetId'])
+          expect(k in recs[0].rec).toBe(false);
+
+        // In flight at QoS 2 to a member: the member's client id and the packet id.
+        const inFlight = groupMessage(5, m, { attempts: 2, dup: true, member: 'worker-2', packetId: 65535 });
+        store.putGroupMessage('workers/jobs/#', inFlight);
+        const again = (await collect(store.listGroupMessages())).find(
+          (r) => r.group === 'workers/jobs/#' && r.rec.seq === 5,
+        );
+        expect(again?.rec).toEqual(inFlight);
         expectMessage(recs[1].rec.message, m);
       });
 
@@ -498,6 +528,30 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         store.deleteDedup('jobs/12', 'k1');
         store.deleteDedup('jobs/1', 'nope');
         expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted([a2, b, d]));
+      });
+
+      it('keeps publishers apart: (publisher, topic, key), with the broker as "" and unscoped records apart', async () => {
+        const base = { topic: 'jobs/1', key: 'k', expiresAt: 1000 };
+        const recs: DedupRecord[] = [
+          { ...base, publisher: 'alice' },
+          { ...base, publisher: 'bob', expiresAt: 2000 },
+          { ...base, publisher: '', expiresAt: 3000 },
+          { ...base, expiresAt: 4000 }, // unscoped (stored before keys were per publisher)
+          { ...base, publisher: 'alice', topic: 'jobs/1/x' },
+          { ...base, publisher: 'ünï 🌡', key: 'ключ' },
+        ];
+        for (const r of recs) store.putDedup(r);
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(dedupSorted(recs));
+        store.deleteDedup('jobs/1', 'k', 'bob');
+        store.deleteDedup('jobs/1', 'k'); // the unscoped one only
+        store.deleteDedup('jobs/1', 'k', 'carol');
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(
+          dedupSorted([recs[0], recs[2], recs[4], recs[5]]),
+        );
+        store.deleteDedup('jobs/1', 'k', '');
+        expect(dedupSorted(await collect(store.listDedup()))).toEqual(
+          dedupSorted([recs[0], recs[4], recs[5]]),
+        );
       });
     });
 
@@ -634,6 +688,8 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
           message: message({ payload: Buffer.alloc(0) }),
         };
         store.putWill(will);
+        const connectedWill: WillRecord = { clientId: 'ab', message: rich, delay: 5, expiryInterval: 7 };
+        store.putWill(connectedWill);
         store.putSession({ clientId: 'deleted', protocolVersion: 4, expiryInterval: 1 });
         store.putOutgoing('deleted', outgoing(1, message()));
         store.deleteSession('deleted');
@@ -645,12 +701,18 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         });
         store.putGroupMessage('workers/jobs/#', held);
         store.putGroupMessage('workers/jobs/#', groupMessage(10, shared));
+        const inFlight = groupMessage(11, shared, { dup: true, member: 'a', packetId: 7 });
         store.putGroupMessage('workers/jobs/#', groupMessage(11, shared));
+        store.putGroupMessage('workers/jobs/#', inFlight);
         store.deleteGroupMessage('workers/jobs/#', 10);
         const key: DedupRecord = { topic: 'jobs/1', key: 'once', expiresAt: 1_900_000_000_000 };
         store.putDedup(key);
+        const scoped: DedupRecord = { ...key, publisher: 'pub-1' };
+        store.putDedup(scoped);
         store.putDedup({ topic: 'jobs/1', key: 'gone', expiresAt: 1 });
         store.deleteDedup('jobs/1', 'gone');
+        store.putDedup({ topic: 'jobs/1', key: 'gone', expiresAt: 1, publisher: 'pub-1' });
+        store.deleteDedup('jobs/1', 'gone', 'pub-1');
 
         const s = await reopen();
         expect(sessionsSorted(await collect(s.listSessions()))).toEqual(sessions);
@@ -667,14 +729,14 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         const retained = await collect(s.listRetained());
         expect(retained).toEqual([rich]);
         expectMessage(retained[0], rich);
-        expect(await collect(s.listWills())).toEqual([will]);
+        expect(willsSorted(await collect(s.listWills()))).toEqual([will, connectedWill]);
         const groups = await collect(s.listGroupMessages());
         expect(groups).toEqual([
           { group: 'workers/jobs/#', rec: held },
-          { group: 'workers/jobs/#', rec: groupMessage(11, shared) },
+          { group: 'workers/jobs/#', rec: inFlight },
         ]);
         expectMessage(groups[0].rec.message, rich);
-        expect(await collect(s.listDedup())).toEqual([key]);
+        expect(dedupSorted(await collect(s.listDedup()))).toEqual(dedupSorted([key, scoped]));
       });
 
       it('keeps working after reopen: replace, delete, cascade', async (ctx) => {

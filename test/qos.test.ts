@@ -1,6 +1,6 @@
 import type { IPublishPacket, Packet } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
-import { connect, nextMessages, RawClient, startBroker } from './helpers.js';
+import { connect, connectPacket, nextMessages, RawClient, startBroker } from './helpers.js';
 import { connectAck, Inbox, rawPublishes, rawSubscribe, uid } from './spec-helpers.js';
 
 const VERSIONS = [4, 5] as const;
@@ -322,6 +322,42 @@ describe('duplicates from the publisher', () => {
       dup: false,
     });
     expect(Inbox.brief(await inbox.until('xdup/marker'))).toEqual(['xdup/t:once', 'xdup/marker:m']);
+  });
+
+  it('v5: a PUBREL re-sent after reconnecting to its session, whose PUBCOMP was lost, is completed with 0x00; unknown on a new session it is 0x92 [MQTT-4.4.0-1] [MQTT-4.3.3-11]', async () => {
+    const { port } = await startBroker();
+    const clientId = uid('relagain');
+    const session = { clientId, clean: false, properties: { sessionExpiryInterval: 300 } };
+    const a = await RawClient.connected(port, 5, session);
+    a.send({
+      cmd: 'publish',
+      topic: 'relagain/t',
+      payload: Buffer.from('x'),
+      qos: 2,
+      messageId: 31,
+      retain: false,
+      dup: false,
+    });
+    expect(await a.next()).toMatchObject({ cmd: 'pubrec', messageId: 31 });
+    a.send({ cmd: 'pubrel', messageId: 31 });
+    // The broker completes it; the client never reads this PUBCOMP (lost with the connection).
+    expect(await a.next()).toMatchObject({ cmd: 'pubcomp', messageId: 31, reasonCode: 0 });
+    a.socket.destroy();
+    await a.closed;
+
+    const b = await RawClient.open(port, 5);
+    b.send(connectPacket(5, session));
+    expect(await b.next()).toMatchObject({ cmd: 'connack', sessionPresent: true });
+    // The client re-sends the PUBREL it still owes [MQTT-4.4.0-1]: done, not "not found".
+    b.send({ cmd: 'pubrel', messageId: 31 });
+    expect(await b.next()).toMatchObject({ cmd: 'pubcomp', messageId: 31, reasonCode: 0 });
+
+    // A connection that did not resume a session has nothing to re-send: an unknown id is 0x92.
+    const fresh = await RawClient.open(port, 5);
+    fresh.send(connectPacket(5, { clientId: uid('relnew'), clean: false }));
+    expect(await fresh.next()).toMatchObject({ cmd: 'connack', sessionPresent: false });
+    fresh.send({ cmd: 'pubrel', messageId: 31 });
+    expect(await fresh.next()).toMatchObject({ cmd: 'pubcomp', messageId: 31, reasonCode: 0x92 });
   });
 
   it('the DUP flag of a forwarded message is not copied from the incoming PUBLISH [MQTT-3.3.1-3]', async () => {

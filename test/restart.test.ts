@@ -391,6 +391,17 @@ describe('in-flight state survives a restart', () => {
       p2.raw.send({ cmd: 'pubrel', messageId: 7 });
       expect(await p2.raw.next()).toMatchObject({ cmd: 'pubcomp', messageId: 7 });
 
+      // That PUBCOMP is lost: after another restart the publisher re-sends the PUBREL it still
+      // owes [MQTT-4.4.0-1]. The release was stored, the id is gone: completed with Success, so
+      // the publisher does not report a failure for a message delivered exactly once.
+      b = await d.restart();
+      const p3 = await rawConnect(b.port, version, persistent(version, pubId));
+      expect(p3.connack).toMatchObject({ cmd: 'connack', sessionPresent: true });
+      p3.raw.send({ cmd: 'pubrel', messageId: 7 });
+      const again = await p3.raw.next();
+      expect(again).toMatchObject({ cmd: 'pubcomp', messageId: 7 });
+      expect((again as { reasonCode?: number }).reasonCode ?? 0).toBe(0);
+
       const online2 = await connectAck(b.url, persistent(version, onlineId));
       const offline2 = await connectAck(b.url, persistent(version, offlineId));
       expect([online2.connack.sessionPresent, offline2.connack.sessionPresent]).toEqual([true, true]);

@@ -7,7 +7,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { LevelPersistence } from '../persistence/level.js';
 import type { Persistence } from '../persistence/types.js';
 import { connect, onCleanup, RawClient, startBroker } from './helpers.js';
@@ -185,6 +185,101 @@ describe('no member online', () => {
     await until(() => again.jobs.length === 3, 'restored jobs');
     expect(again.jobs.map((j) => j.payload)).toEqual(sent);
     await roundTrip(again.client);
+    await new Promise<void>((r) => second.broker.persistence.whenDurable(() => r()));
+    expect(await held(second.broker.persistence)).toBe(0);
+  });
+});
+
+describe('across a restart (LevelDB)', () => {
+  it('QoS 2 jobs in flight to a member go back in flight to that member only, same packet id, DUP=1 [MQTT-4.8.2-4]; a member whose session expired meanwhile has its jobs discarded [MQTT-4.8.2-5]; QoS 1 ones go to any member with DUP=1', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'heron-shared-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    const first = await startBroker({ persistence: new LevelPersistence({ dir }), maxInflight: 2 });
+    const member = async (port: number, clientId: string, expiry = 300) => {
+      const raw = await RawClient.connected(port, 5, {
+        clientId,
+        clean: false,
+        properties: { sessionExpiryInterval: expiry },
+      });
+      await rawSubscribe(raw, [{ topic: '$share/r/jobs/+', qos: 2 }]);
+      return raw;
+    };
+    // Three members that never acknowledge: round-robin gives each 2 QoS 2 jobs, then 'a' a QoS 1 one.
+    const a = await member(first.port, 'ra');
+    const b = await member(first.port, 'rb');
+    const d = await member(first.port, 'rd', 1); // its session expires during the downtime
+    const pub = await connect(first.url, { protocolVersion: 5 });
+    await publishJobs(pub, () => 'jobs/2', 6, { qos: 2 });
+    const before = new Map<string, [number, string][]>();
+    for (const [name, raw] of [
+      ['ra', a],
+      ['rb', b],
+      ['rd', d],
+    ] as const) {
+      before.set(
+        name,
+        (await rawPublishes(raw, 2)).map((p) => [p.messageId!, p.payload.toString()]),
+      );
+    }
+    // 'a' completes one QoS 2 job, and takes a QoS 1 one into the free slot of its window.
+    const [doneId] = before.get('ra')![0];
+    a.send({ cmd: 'pubrec', messageId: doneId });
+    expect(await a.nextOf('pubrel')).toMatchObject({ messageId: doneId });
+    a.send({ cmd: 'pubcomp', messageId: doneId });
+    await publishJobs(pub, () => 'jobs/1', 1, { qos: 1 }, 'q1-');
+    const [q1] = await rawPublishes(a, 1);
+    expect([q1.qos, q1.payload.toString(), q1.dup]).toEqual([1, 'q1-0', false]);
+    await pub.endAsync();
+    await first.broker.close();
+
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+    vi.setSystemTime(Date.now() + 5000);
+    onCleanup(() => vi.useRealTimers());
+    const second = await startBroker({ persistence: new LevelPersistence({ dir }), maxInflight: 2 });
+    expect(second.broker.sessions.has('rd')).toBe(false);
+    // A new member first. The QoS 1 job went back to the group at the restart: it gets it, with
+    // DUP, and nothing else, though its window has room for one more (PINGRESP comes next).
+    const c = await member(second.port, 'rc');
+    const [q1again] = await rawPublishes(c, 1);
+    expect([q1again.qos, q1again.payload.toString(), q1again.dup]).toEqual([1, 'q1-0', true]);
+    c.send({ cmd: 'pingreq' });
+    expect(await c.next()).toMatchObject({ cmd: 'pingresp' });
+    c.send({ cmd: 'puback', messageId: q1again.messageId });
+
+    const b2 = await RawClient.connected(second.port, 5, {
+      clientId: 'rb',
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    });
+    const again = await rawPublishes(b2, 2);
+    expect(again.map((p) => [p.messageId, p.payload.toString(), p.dup, p.qos])).toEqual(
+      before.get('rb')!.map(([id, payload]) => [id, payload, true, 2]),
+    );
+    const a2 = await RawClient.connected(second.port, 5, {
+      clientId: 'ra',
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    });
+    const [stillA] = await rawPublishes(a2, 1);
+    expect([stillA.messageId, stillA.payload.toString(), stillA.dup]).toEqual([
+      ...before.get('ra')![1],
+      true,
+    ]);
+
+    for (const [raw, p] of [
+      [b2, again[0]],
+      [b2, again[1]],
+      [a2, stillA],
+    ] as const) {
+      raw.send({ cmd: 'pubrec', messageId: p.messageId });
+      expect(await raw.nextOf('pubrel')).toMatchObject({ messageId: p.messageId });
+      raw.send({ cmd: 'pubcomp', messageId: p.messageId });
+    }
+    // 'rd''s two jobs went to no one, also not once 'c' had room again.
+    c.send({ cmd: 'pingreq' });
+    expect(await c.next()).toMatchObject({ cmd: 'pingresp' });
+    await until(() => second.broker.sessions.get('rb')?.inflight.size === 0, 'completed');
+    await until(() => second.broker.sessions.get('ra')?.inflight.size === 0, 'completed');
     await new Promise<void>((r) => second.broker.persistence.whenDurable(() => r()));
     expect(await held(second.broker.persistence)).toBe(0);
   });

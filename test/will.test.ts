@@ -1,6 +1,7 @@
 import type { IClientOptions } from 'mqtt';
 import type { IConnectPacket, Packet } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
+import { type Broker, MemoryPersistence } from '../broker/index.js';
 import { connect, once, RawClient, startBroker } from './helpers.js';
 import { closed, connectAck, disconnectFrom, Inbox, uid } from './spec-helpers.js';
 
@@ -273,5 +274,104 @@ describe('will QoS, retain and properties', () => {
     expect(Buffer.from(p.correlationData!)).toEqual(Buffer.from([1, 2, 3]));
     expect(p.userProperties).toEqual({ z: 'last-name-first', a: ['1', '2'] });
     expect(Object.keys(p.userProperties!)).toEqual(['z', 'a']);
+  });
+});
+
+describe('wills survive a crash: stored from CONNECT on [MQTT-3.1.2-8]', () => {
+  /** The store's wills by client id: 'connected' (as given in CONNECT) or 'delayed' (fireAt set). */
+  const stored = async (broker: Broker) => {
+    const out: Record<string, string> = {};
+    for await (const w of broker.persistence.listWills())
+      out[w.clientId] = w.fireAt === undefined ? 'connected' : 'delayed';
+    return out;
+  };
+  const durable = (broker: Broker) => new Promise<void>((r) => broker.persistence.whenDurable(() => r()));
+
+  it('every will is stored at CONNECT and deleted by a normal DISCONNECT, by its publication, or replaced by its delayed form', async () => {
+    const { url, broker, inbox, untilMarker } = await setup();
+    const clean = await connectAck(url, willOpts(5, 'will/a', { clientId: 'wa' }));
+    const v4 = await connectAck(url, willOpts(4, 'will/b', { clientId: 'wb', clean: false }));
+    await connectAck(url, { protocolVersion: 5, clientId: 'wc' }); // no will
+    const delayedOpts: IClientOptions = {
+      ...willOpts(5, 'will/d', { clientId: 'wd', clean: false, properties: { sessionExpiryInterval: 60 } }),
+    };
+    delayedOpts.will!.properties = { willDelayInterval: 30 };
+    const delayed = await connectAck(url, delayedOpts);
+    expect(await stored(broker)).toEqual({ wa: 'connected', wb: 'connected', wd: 'connected' });
+
+    await clean.client.endAsync(); // normal DISCONNECT: deleted, not published [MQTT-3.1.2-10]
+    v4.client.stream.destroy(); // published: deleted
+    delayed.client.stream.destroy(); // waits for its delay: stored with fireAt
+    expect(Inbox.brief(await inbox.take(1))).toEqual(['will/b:gone']);
+    await vi.waitFor(() => expect(broker.wills.size).toBe(1));
+    await durable(broker);
+    expect(await stored(broker)).toEqual({ wd: 'delayed' });
+    expect(await untilMarker()).toEqual(['mk:m']);
+  });
+
+  it('a broker started on the store of one that stopped without seeing the connections end publishes their wills: now, or after their delay when the session lives on', async () => {
+    const store = new MemoryPersistence();
+    const first = await startBroker({ persistence: store });
+    const persistent = {
+      protocolVersion: 5 as const,
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    };
+    // A persistent subscriber, offline when the crash comes: the wills are queued for it.
+    const sub = await connectAck(first.url, { ...persistent, clientId: 'watcher' });
+    await sub.client.subscribeAsync('will/#', { qos: 1 });
+    await sub.client.endAsync();
+    const withWill = (clientId: string, topic: string, over: Partial<IClientOptions> = {}, props = {}) => {
+      const o = willOpts(5, topic, { clientId, ...over });
+      o.will = { ...o.will!, retain: topic === 'will/clean', properties: props };
+      return connectAck(first.url, o);
+    };
+    await withWill('clean', 'will/clean'); // Clean Start, Session Expiry 0: no session after the crash
+    await connectAck(first.url, willOpts(4, 'will/v4', { clientId: 'v4', clean: false }));
+    await withWill('expiring', 'will/expiring', {}, { messageExpiryInterval: 60 });
+    await withWill('soon', 'will/soon', persistent, { willDelayInterval: 1 });
+    await withWill('back', 'will/back', persistent, { willDelayInterval: 30 });
+    const left = await withWill('left', 'will/left');
+    await left.client.endAsync(); // a normal DISCONNECT before the crash: never published
+    // A session offline at the crash, resumed afterwards with Session Expiry 0 and a will.
+    const resumed = await connectAck(first.url, { ...persistent, clientId: 'resumed' });
+    await resumed.client.endAsync();
+    await vi.waitFor(() => expect(first.broker.sessions.get('resumed')?.conn).toBeNull());
+
+    // The crash: the first broker never sees its clients go; a second one starts on its state.
+    const t0 = Date.now();
+    const second = await startBroker({ persistence: store });
+    expect(second.broker.wills.size).toBe(2); // 'soon' and 'back' wait for their delay
+    const back = await connectAck(second.url, { ...persistent, clientId: 'back' });
+    expect(back.connack.sessionPresent).toBe(true);
+    expect(second.broker.wills.size).toBe(1); // returned within the delay: cancelled [MQTT-3.1.3-9]
+
+    const watcher = await connectAck(second.url, { ...persistent, clientId: 'watcher' });
+    expect(watcher.connack.sessionPresent).toBe(true);
+    const now = await watcher.inbox.take(3);
+    expect(Inbox.brief(now).sort()).toEqual(['will/clean:gone', 'will/expiring:gone', 'will/v4:gone']);
+    const exp = now.find((m) => m.topic === 'will/expiring')!.packet.properties?.messageExpiryInterval;
+    expect(exp).toBeGreaterThan(50);
+    expect(exp).toBeLessThanOrEqual(60);
+    const [soon] = await watcher.inbox.take(1);
+    expect(Inbox.brief([soon])).toEqual(['will/soon:gone']);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    const marker = await connect(second.url);
+    await marker.publishAsync('will/marker', 'm', { qos: 1 });
+    expect(Inbox.brief(await watcher.inbox.until('will/marker'))).toEqual(['will/marker:m']);
+    // The retained will of the clean client, for a new subscriber.
+    const late = await connectAck(second.url, { protocolVersion: 5 });
+    await late.client.subscribeAsync('will/clean', { qos: 1 });
+    expect(Inbox.brief(await late.inbox.take(1))).toEqual(['will/clean:gone']);
+
+    // Resuming the offline session with Session Expiry 0 deletes its state from the store, but not
+    // the will of the new connection.
+    await connectAck(second.url, {
+      ...willOpts(5, 'will/resumed', { clientId: 'resumed', clean: false }),
+      properties: { sessionExpiryInterval: 0 },
+    });
+    await marker.publishAsync('will/marker', 'm', { qos: 1 }); // a round trip: the resume is done
+    await durable(second.broker);
+    expect(await stored(second.broker)).toMatchObject({ resumed: 'connected' });
   });
 });

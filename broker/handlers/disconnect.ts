@@ -16,6 +16,6 @@ export function handleDisconnect(conn: Connection, packet: IDisconnectPacket): v
     session.expiryInterval = expiry;
   }
   const withWill = conn.protocolVersion === 5 && packet.reasonCode === RC.DISCONNECT_WITH_WILL;
-  if (!withWill) conn.will = undefined;
+  // Without the will, which is deleted from storage too (broker.connectionEnded).
   conn.close(undefined, 'client disconnected', withWill);
 }

@@ -88,10 +88,10 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   } else if (
     v5 &&
     props?.userProperties !== undefined &&
-    broker.dedup.repeated(topic, props.userProperties)
+    broker.dedup.repeated(conn.clientId, topic, props.userProperties)
   ) {
-    // Its idempotency key was seen on this topic within the dedup window: acknowledged as usual,
-    // not delivered (or retained) again.
+    // This client used its idempotency key on this topic within the dedup window: acknowledged
+    // as usual, not delivered (or retained) again.
   } else {
     const retained = packet.retain || qos > 0;
     // Keep a private copy of bodies that outlive this tick so they don't pin the socket's chunk.

@@ -4,15 +4,24 @@ import type { DedupRecord, Persistence } from '../../persistence/types.js';
 /** The user property whose value identifies a publish for idempotent publishing. */
 export const IDEMPOTENCY_KEY = 'idempotency-key';
 
+/** The publisher scope of the broker's own messages (`broker.publish()`): no client id is empty. */
+export const BROKER_PUBLISHER = '';
+
 /**
- * Idempotent publishing: a PUBLISH whose `idempotency-key` user property was already seen on the
- * same topic within the window is acknowledged as usual but not delivered again. Keys are written
- * through persistence (so they survive a restart on a durable backend) and purged once expired:
- * the map keeps insertion order, which is expiry order for a fixed window, so a purge stops at the
- * first live key.
+ * Idempotent publishing: a PUBLISH whose `idempotency-key` user property its publisher (client id)
+ * already used on the same topic within the window is acknowledged as usual but not delivered
+ * again. Keys are per publisher, so one client cannot suppress another's message by reusing its
+ * key. They are written through persistence (so they survive a restart on a durable backend) and
+ * purged once expired: a map keeps insertion order, which is expiry order for a fixed window, so a
+ * purge stops at the first live key.
  */
 export class Dedup {
   private readonly seen = new Map<string, DedupRecord>();
+  /**
+   * Keys stored before they were scoped (no `publisher`): they still hold for every publisher
+   * until they expire, as they did when written. Empty once those have gone.
+   */
+  private readonly unscoped = new Map<string, DedupRecord>();
 
   constructor(
     private readonly persistence: Persistence,
@@ -21,23 +30,30 @@ export class Dedup {
   ) {}
 
   get size(): number {
-    return this.seen.size;
+    return this.seen.size + this.unscoped.size;
   }
 
-  /** True when this publish repeats a key seen on its topic within the window; otherwise records the key. */
-  repeated(topic: string, userProperties: UserProperties): boolean {
+  /**
+   * True when this publish repeats a key its publisher used on its topic within the window;
+   * otherwise records the key.
+   */
+  repeated(publisher: string, topic: string, userProperties: UserProperties): boolean {
     if (this.windowSeconds === 0) return false;
     const v = userProperties[IDEMPOTENCY_KEY];
     const key = Array.isArray(v) ? v[0] : v;
     if (typeof key !== 'string' || key.includes('\u0000')) return false;
-    const id = `${topic}\u0000${key}`;
     const now = Date.now();
+    if (this.unscoped.size > 0) {
+      const old = this.unscoped.get(`${topic}\u0000${key}`);
+      if (old !== undefined && old.expiresAt > now) return true;
+    }
+    const id = `${publisher}\u0000${topic}\u0000${key}`;
     const prev = this.seen.get(id);
     if (prev !== undefined) {
       if (prev.expiresAt > now) return true;
       this.seen.delete(id); // re-inserted below, at the end of the expiry order
     }
-    const rec: DedupRecord = { topic, key, expiresAt: now + this.windowSeconds * 1000 };
+    const rec: DedupRecord = { topic, key, expiresAt: now + this.windowSeconds * 1000, publisher };
     this.seen.set(id, rec);
     this.persistence.putDedup(rec);
     return false;
@@ -45,11 +61,15 @@ export class Dedup {
 
   /** Forgets keys whose window has passed; returns how many. */
   purge(now = Date.now()): number {
+    return this.purgeFrom(this.seen, now) + (this.unscoped.size > 0 ? this.purgeFrom(this.unscoped, now) : 0);
+  }
+
+  private purgeFrom(map: Map<string, DedupRecord>, now: number): number {
     let n = 0;
-    for (const [id, rec] of this.seen) {
+    for (const [id, rec] of map) {
       if (rec.expiresAt > now) break;
-      this.seen.delete(id);
-      this.persistence.deleteDedup(rec.topic, rec.key);
+      map.delete(id);
+      this.persistence.deleteDedup(rec.topic, rec.key, rec.publisher);
       n++;
     }
     return n;
@@ -61,9 +81,12 @@ export class Dedup {
     const live: DedupRecord[] = [];
     for await (const rec of this.persistence.listDedup()) {
       if (rec.expiresAt > now) live.push(rec);
-      else this.persistence.deleteDedup(rec.topic, rec.key);
+      else this.persistence.deleteDedup(rec.topic, rec.key, rec.publisher);
     }
     live.sort((a, b) => a.expiresAt - b.expiresAt);
-    for (const rec of live) this.seen.set(`${rec.topic}\u0000${rec.key}`, rec);
+    for (const rec of live) {
+      if (rec.publisher === undefined) this.unscoped.set(`${rec.topic}\u0000${rec.key}`, rec);
+      else this.seen.set(`${rec.publisher}\u0000${rec.topic}\u0000${rec.key}`, rec);
+    }
   }
 }

@@ -154,8 +154,11 @@ export class ShareGroup implements GateOwner {
       return;
     }
     const seq = nextSeq();
-    const stored: GroupMessageRecord = { seq, message: msg, priority: priorityOf(msg), attempts: 0 };
-    this.host.broker.persistence.putGroupMessage(this.id, stored);
+    // Sent at once at QoS 2, it is stored by the send, with its member and packet id: one write.
+    if (qos === 1 || !m.session.canSendNow()) {
+      const stored: GroupMessageRecord = { seq, message: msg, priority: priorityOf(msg), attempts: 0 };
+      this.host.broker.persistence.putGroupMessage(this.id, stored);
+    }
     m.session.deliverGroup(this.job(seq, qos, msg, ids, 0, false), cache);
   }
 
@@ -266,18 +269,17 @@ export class ShareGroup implements GateOwner {
   /**
    * Takes back a message a member held but will not complete (it went offline, or its session
    * ended): it waits again, in seq order within its priority, and carries DUP if it had been sent.
+   * Its stored record stays as it is (a restart redelivers every group message with DUP).
    * Call pump() after a batch of these.
    */
   requeue(rec: OutgoingRecord): void {
-    const sent = rec.state !== 'queued' || rec.dup === true;
     const e: Waiting = {
       seq: rec.seq,
       message: rec.message,
       priority: priorityOf(rec.message),
       attempts: rec.attempts ?? 0,
-      dup: sent,
+      dup: rec.state !== 'queued' || rec.dup === true,
     };
-    if (sent && rec.dup !== true) this.host.store(this.id, e); // remember DUP across a restart
     this.waiting.insert(e);
   }
 

@@ -1,7 +1,7 @@
 import type { UserProperties } from 'mqtt-packet';
 import type { GroupMessageRecord, OutgoingRecord } from '../../persistence/types.js';
 import type { Broker } from '../broker.js';
-import { createMessage, type Message } from '../message.js';
+import { createMessage, type Message, outgoingRecord } from '../message.js';
 import type { Session } from '../session.js';
 import { ShareGroup } from './group.js';
 import { priorityOf, type Waiting } from './queue.js';
@@ -88,6 +88,25 @@ export class SharedGroups {
     if (e.lastMember !== undefined) rec.lastMember = e.lastMember;
     if (e.dup) rec.dup = true;
     this.broker.persistence.putGroupMessage(groupId, rec);
+  }
+
+  /**
+   * A QoS 2 group message goes in flight to a member: its record now names the member and the
+   * packet id, so that a restart completes the delivery with that member only [MQTT-4.8.2-4]
+   * instead of handing the message to the group again (as a new packet, perhaps to another member,
+   * while the first may have it already).
+   */
+  inFlight(session: Session, rec: OutgoingRecord): void {
+    const stored: GroupMessageRecord = {
+      seq: rec.seq,
+      message: rec.message,
+      priority: priorityOf(rec.message),
+      attempts: rec.attempts ?? 0,
+      dup: true,
+      member: session.clientId,
+      packetId: rec.packetId,
+    };
+    this.broker.persistence.putGroupMessage(rec.group!, stored);
   }
 
   /** A member completed (or a discard ended) a group message: the group's copy goes. */
@@ -192,26 +211,64 @@ export class SharedGroups {
     for (let i = 0; i < groups.length; i++) if (groups[i].waiting.size > 0) groups[i].pump();
   }
 
-  /** Loads held messages (waiting, in backoff, in flight at the last stop) into their groups. */
+  /**
+   * Loads held messages (waiting, in backoff, in flight at the last stop) into their groups, but
+   * a QoS 2 message in flight to a member, which goes back in flight in that member's session.
+   * Every one carries DUP from here on: sends are not written (but at QoS 2), so any of them may
+   * have been in flight when the broker stopped.
+   */
   async restore(): Promise<void> {
     const now = this.clock.now();
     let n = 0;
     for await (const { group, rec } of this.broker.persistence.listGroupMessages()) {
+      n++;
+      if (rec.member !== undefined && rec.packetId !== undefined && this.resumeInFlight(group, rec)) continue;
       const e: Waiting = {
         seq: rec.seq,
         message: rec.message,
         priority: rec.priority,
         attempts: rec.attempts,
-        dup: rec.dup === true,
+        dup: true,
       };
       if (rec.dueAt !== undefined) e.dueAt = rec.dueAt;
       if (rec.lastReason !== undefined) e.lastReason = rec.lastReason;
       if (rec.lastMember !== undefined) e.lastMember = rec.lastMember;
       this.byId(group).restore(e, now);
-      n++;
     }
     if (n > 0)
       this.broker.log.info({ messages: n, groups: this.groups.size }, 'shared group messages restored');
+  }
+
+  /**
+   * A QoS 2 message that was in flight to `rec.member` at the last stop: back in flight in that
+   * member's session, with its packet id, re-sent with DUP when the member resumes it. If that
+   * session did not survive the downtime, no other member may get it [MQTT-4.8.2-5]: discarded
+   * (reported as dropped), as when a member's session ends while the broker runs. False if the
+   * session cannot take it back (its packet id is in use): it then waits in the group.
+   */
+  private resumeInFlight(group: string, rec: GroupMessageRecord): boolean {
+    const session = this.broker.sessions.get(rec.member!);
+    if (session === undefined) {
+      this.broker.persistence.deleteGroupMessage(group, rec.seq);
+      this.broker.dropped(null, rec.message, 'session ended during a shared QoS 2 delivery');
+      return true;
+    }
+    const member = this.groups.get(group)?.members.find((m) => m.session === session);
+    const subId = member?.subscriptionId;
+    return session.adoptGroupRecord(
+      outgoingRecord({
+        seq: rec.seq,
+        state: 'inflight',
+        packetId: rec.packetId,
+        qos: 2,
+        retain: false,
+        message: rec.message,
+        group,
+        subscriptionIds: subId === undefined ? undefined : [subId],
+        attempts: rec.attempts > 0 ? rec.attempts : undefined,
+        dup: true,
+      }),
+    );
   }
 
   stop(): void {
