@@ -105,7 +105,7 @@ export const DEFAULTS = {
   logLevel: 'info',
   maxInflight: 100,
   maxQueued: 1000,
-  maxQueuedBytes: 64 * 1024 * 1024,
+  maxQueuedBytes: 256 * 1024 * 1024,
   queueOverflow: 'backpressure',
   stuckTimeout: 30,
   receiveMaximum: 65535,

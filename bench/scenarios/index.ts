@@ -6,6 +6,7 @@ import { idleConnections } from './idle-connections.js';
 import { latency } from './latency.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
 import { shared } from './shared.js';
+import { slowConsumer } from './slow-consumer.js';
 import { topicTree } from './topic-tree.js';
 
 export const scenarios: Scenario[] = [
@@ -17,6 +18,8 @@ export const scenarios: Scenario[] = [
   latency(1),
   shared,
   idleConnections,
+  slowConsumer(0),
+  slowConsumer(1),
   persistFanInMemory,
   persistFanInLevel,
   startup,

@@ -51,7 +51,7 @@ interface Spawned {
 }
 
 /** Starts `node dist/broker/cli.js` on 127.0.0.1 and port 0, and reads its port from the `listening` line. */
-async function spawnHeron(args: string[]): Promise<Spawned> {
+export async function spawnHeron(args: string[]): Promise<Spawned> {
   const root = projectRoot();
   const cli = join(root, 'dist', 'broker', 'cli.js');
   const all = [cli, '--port', '0', '--ws-port', '0', '--host', HOST, '--log-level', 'info', ...args];
@@ -153,9 +153,8 @@ function persistentFanIn(kind: 'memory' | 'level'): BrokerScenario {
     unsupported: NOT_HERON,
     async run(ctx): Promise<ScenarioResult> {
       const dir = kind === 'level' ? mkdtempSync(join(tmpdir(), 'heron-bench-level-')) : null;
-      // The same footing as run.ts gives heron: no per-client queue or inflight cap.
-      const args = ['--max-queued', '1000000', '--max-inflight', '65535'];
-      args.push(...(dir ? ['--persistence', 'level', '--data-dir', dir] : ['--persistence', 'memory']));
+      // npm start's defaults but for where state is kept.
+      const args = dir ? ['--persistence', 'level', '--data-dir', dir] : ['--persistence', 'memory'];
       const { handle } = await spawnHeron(args);
       try {
         ctx.log(`${kind}: ${handle.command}`);
