@@ -35,6 +35,11 @@ export class Session implements GateOwner {
   private doneWhileLoading: Set<number> | undefined;
   private nextPacketId = 1;
   expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * The seq up to which memory holds this session's records (queued, in flight, or done): a spilled
+   * queue's next page is read from persistence past it. 0 once memory holds none of them.
+   */
+  private pagedTo = 0;
   /** Bytes written to persistence while not loaded (offline or spilled), against maxQueuedBytes. */
   storedBytes = 0;
   /** Bytes of the records held in memory (queued and in flight), against maxQueuedBytes. */
@@ -136,6 +141,7 @@ export class Session implements GateOwner {
       return;
     }
     if (this.canSendNow()) {
+      this.pagedTo = rec.seq;
       this.hold(rec);
       this.send(rec, cache);
       return;
@@ -151,6 +157,7 @@ export class Session implements GateOwner {
       if (!this.overflow(msg, true)) return;
     }
     if (this.persistent) this.broker.persistence.putOutgoing(this.clientId, rec);
+    this.pagedTo = rec.seq;
     this.hold(rec);
     this.queue.push(rec);
   }
@@ -283,6 +290,7 @@ export class Session implements GateOwner {
       this.inflight.delete(id);
     }
     this.loaded = false;
+    this.pagedTo = 0;
     this.storedBytes = bytes;
     this.checkRoom();
   }
@@ -458,7 +466,10 @@ export class Session implements GateOwner {
 
   private complete(packetId: number, rec: OutgoingRecord): void {
     this.inflight.delete(packetId);
-    if (this.loading !== null) (this.doneWhileLoading ??= new Set()).add(rec.seq);
+    if (this.loading !== null) {
+      this.doneWhileLoading ??= new Set();
+      this.doneWhileLoading.add(rec.seq);
+    }
     this.unhold(rec);
     this.gate?.progress();
     if (this.persistent && rec.group === undefined)
@@ -498,7 +509,7 @@ export class Session implements GateOwner {
       const paged = this.persistent;
       const limit = this.broker.options.maxInflight + Math.max(1, this.broker.options.maxQueued);
       const [stored, incoming] = await Promise.all([
-        p.getOutgoing(this.clientId, paged ? limit : undefined),
+        p.getOutgoing(this.clientId, paged ? limit : undefined, this.pagedTo > 0 ? this.pagedTo : undefined),
         p.getIncoming(this.clientId),
       ]);
       for (const id of incoming) this.rememberIncoming(id);
@@ -534,6 +545,9 @@ export class Session implements GateOwner {
       for (const rec of queue) this.hold(rec);
       for (const rec of this.inflight.values()) this.hold(rec);
       this.loaded = complete;
+      // Incomplete: memory holds up to this page's end (later arrivals were dropped from memory
+      // above, to be read with the next page).
+      if (!complete) this.pagedTo = last;
       this.storedBytes = complete ? 0 : Math.max(0, p.outgoingBytes(this.clientId) - this.heldBytes);
       // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk,
       // but the will of the connection, which is stored with the session.

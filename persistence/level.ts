@@ -830,12 +830,18 @@ export class LevelPersistence implements Persistence {
     return n;
   }
 
-  async getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]> {
+  async getOutgoing(clientId: string, limit?: number, after?: number): Promise<OutgoingRecord[]> {
     await this.written();
     // One snapshot for references and bodies: a batch written between the two reads cannot split them.
     const snapshot = this.db.snapshot();
     try {
-      const entries = await this.db.iterator({ ...range('o', clientId), snapshot, limit: limit ?? -1 }).all();
+      const bounds: { gte?: string; gt?: string; lt: string } = range('o', clientId);
+      // A later page starts past the last one, not at the tombstones of what was acknowledged since.
+      if (after !== undefined) {
+        delete bounds.gte;
+        bounds.gt = outKey(clientId, after);
+      }
+      const entries = await this.db.iterator({ ...bounds, snapshot, limit: limit ?? -1 }).all();
       const refs = entries.map(([key, value]) => ({
         seq: Number(key.slice(key.length - SEQ_WIDTH)),
         enc: decodeOutgoing(value),

@@ -84,10 +84,12 @@ export class MemoryPersistence implements Persistence {
     return n;
   }
 
-  async getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]> {
+  async getOutgoing(clientId: string, limit?: number, after?: number): Promise<OutgoingRecord[]> {
     const c = this.clients.get(clientId);
     if (!c) return [];
-    const all = [...c.outgoing.values()].sort((a, b) => a.seq - b.seq);
+    let all = [...c.outgoing.values()];
+    if (after !== undefined) all = all.filter((r) => r.seq > after);
+    all.sort((a, b) => a.seq - b.seq);
     return limit === undefined ? all : all.slice(0, limit);
   }
 

@@ -159,8 +159,11 @@ export interface Persistence {
   /** Inserts or replaces the record with this seq. */
   putOutgoing(clientId: string, rec: OutgoingRecord): void;
   deleteOutgoing(clientId: string, seq: number): void;
-  /** The session's outgoing records in seq order: all of them, or the first `limit`. */
-  getOutgoing(clientId: string, limit?: number): Promise<OutgoingRecord[]>;
+  /**
+   * The session's outgoing records in seq order: all of them, or the first `limit`, of those with
+   * a seq above `after` when given (reading a queue a page at a time).
+   */
+  getOutgoing(clientId: string, limit?: number, after?: number): Promise<OutgoingRecord[]>;
   /**
    * Bytes of the session's outgoing records (payload and topic of each, or their stored size),
    * known without reading them: the broker bounds an offline session's queue with it across restarts.
