@@ -15,6 +15,7 @@ import { dispatch } from './handlers/index.js';
 import type { Message } from './message.js';
 import { RC } from './reason-codes.js';
 import type { Session } from './session.js';
+import { strictParser } from './strict-parser.js';
 
 /** What the transport knows about a connection; kept on it for logs and hooks. */
 export interface ConnectionInfo {
@@ -63,6 +64,26 @@ function onParserPacket(this: Owned, p: Packet): void {
 function onParserError(this: Owned, err: Error): void {
   this[kConn].onParseError(err);
 }
+/** Our FIN is handed to the kernel: nothing more is due to the peer, which is not waited for. */
+function destroyOnFinish(this: Duplex): void {
+  this.destroy();
+}
+
+/** Packet types only a server sends: from a client they are refused as soon as their header is read. */
+const SERVER_ONLY = new Set(['connack', 'suback', 'unsuback', 'pingresp']);
+
+/** mqtt-packet errors that 5.0 calls a Protocol Error (section 3.8.3.1); every other one is a Malformed Packet. */
+const PROTOCOL_ERROR_PREFIXES = ['Invalid subscribe QoS', 'Invalid retain handling'];
+
+/** Reason codes a 5.0 CONNACK may carry (section 3.2.2.2), for a connection closed before it is accepted. */
+const CONNACK_CODES = new Set<number>([
+  RC.UNSPECIFIED_ERROR,
+  RC.MALFORMED_PACKET,
+  RC.PROTOCOL_ERROR,
+  RC.IMPLEMENTATION_SPECIFIC_ERROR,
+  RC.PACKET_TOO_LARGE,
+  RC.QUOTA_EXCEEDED,
+]);
 
 type AckCmd = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
@@ -92,7 +113,14 @@ let flushScheduled = false;
 
 function flushPending(): void {
   flushScheduled = false;
-  for (let i = 0; i < pendingConnections.length; i++) pendingConnections[i].flush();
+  for (let i = 0; i < pendingConnections.length; i++) {
+    const c = pendingConnections[i];
+    try {
+      c.flush();
+    } catch (err) {
+      c.fail(err, 'write');
+    }
+  }
   pendingConnections.length = 0;
 }
 
@@ -145,6 +173,7 @@ export class Connection {
     // byte or number it reads); ByteQueue has the same read API at a fraction of the memory and
     // allocations.
     (parser as unknown as { _list: unknown })._list = new ByteQueue();
+    strictParser(parser);
     this.parser = parser;
     (parser as unknown as Owned)[kConn] = this;
     (stream as unknown as Owned)[kConn] = this;
@@ -177,13 +206,14 @@ export class Connection {
     this.lastSeen = Date.now();
     try {
       this.parser.parse(chunk);
+      // A packet still arriving is judged by its fixed header where that suffices, so a violation
+      // is closed at once rather than after a body that may never come.
+      const arriving = (this.parser as unknown as { packet: Packet }).packet;
+      if (arriving.cmd !== null && !this.closing) this.checkArriving(arriving.cmd, arriving.length ?? -1);
     } catch (err) {
-      this.onParseError(err as Error);
-      return;
+      // The parser reports malformed input as an 'error' event: a throw is a bug, ours or its.
+      this.fail(err, 'parsing');
     }
-    // Reject a packet still arriving as soon as its declared length is over our maximum.
-    const len = (this.parser as unknown as { packet: { length: number } }).packet.length;
-    if (len > 0 && !this.closing && packetSize(len) > this.broker.options.maxPacketSize) this.tooLarge();
   }
 
   onPacket(packet: Packet): void {
@@ -207,7 +237,29 @@ export class Connection {
       }
       this.state = 'connecting';
     }
-    dispatch(this, packet);
+    try {
+      dispatch(this, packet);
+    } catch (err) {
+      this.fail(err, `${packet.cmd} handler`);
+    }
+  }
+
+  /** The fixed header of a packet whose body has not (all) arrived yet. */
+  private checkArriving(cmd: Packet['cmd'] | 'reserved', length: number): void {
+    if (this.state === 'new' && cmd !== 'connect') {
+      // The first packet must be CONNECT [MQTT-3.1.0-1].
+      this.terminate('first packet was not CONNECT');
+    } else if (cmd === 'connect' && this.state !== 'new') {
+      this.close(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
+    } else if (cmd === 'reserved' || (cmd === 'auth' && this.protocolVersion !== 5)) {
+      // Type 0, and type 15 before 5.0, are reserved (3.1.1 section 2.2.1, 5.0 section 2.1.2).
+      this.close(RC.MALFORMED_PACKET, 'reserved packet type');
+    } else if (SERVER_ONLY.has(cmd)) {
+      this.close(RC.PROTOCOL_ERROR, `unexpected ${cmd} from client`);
+    } else if (length > 0 && packetSize(length) > this.broker.options.maxPacketSize) {
+      // Rejected as soon as its declared length is over our maximum.
+      this.tooLarge();
+    }
   }
 
   /** Holds incoming packets while an asynchronous step (CONNECT) completes. */
@@ -272,17 +324,50 @@ export class Connection {
   onParseError(err: Error): void {
     if (this.closing) return;
     this.broker.log.debug({ clientId: this.clientId, err: err.message }, 'malformed packet');
-    if (this.state === 'new' && err.message === 'Invalid protocol version') {
-      // Unsupported protocol level: refuse with the answer the client can read [MQTT-3.1.2-2].
-      const level =
-        (this.parser as unknown as { packet: { protocolVersion?: number } }).packet.protocolVersion ?? 0;
-      if (level > 5)
-        this.send({ cmd: 'connack', reasonCode: RC.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false }, 5);
-      else this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
-      this.close(undefined, 'unsupported protocol version');
-      return;
+    if (this.state === 'new') {
+      const p = (this.parser as unknown as { packet: { cmd: string; protocolVersion?: number } }).packet;
+      if (err.message === 'Invalid protocol version') {
+        // Unsupported protocol level: refuse with the answer the client can read [MQTT-3.1.2-2].
+        const level = p.protocolVersion ?? 0;
+        if (level > 5)
+          this.send(
+            { cmd: 'connack', reasonCode: RC.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false },
+            5,
+          );
+        else this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
+        this.close(undefined, 'unsupported protocol version');
+        return;
+      }
+      if (p.cmd === 'connect' && p.protocolVersion === 5) {
+        // A malformed 5.0 CONNECT may be answered with CONNACK 0x81 before the close [MQTT-3.1.4-1];
+        // 3.1.1 closes without CONNACK [MQTT-3.1.4-1].
+        this.send({ cmd: 'connack', reasonCode: RC.MALFORMED_PACKET, sessionPresent: false }, 5);
+        this.close(undefined, `malformed CONNECT: ${err.message}`);
+        return;
+      }
     }
-    this.close(RC.MALFORMED_PACKET, `malformed packet: ${err.message}`);
+    const protocolError = PROTOCOL_ERROR_PREFIXES.some((prefix) => err.message.startsWith(prefix));
+    this.close(
+      protocolError ? RC.PROTOCOL_ERROR : RC.MALFORMED_PACKET,
+      `${protocolError ? 'protocol error' : 'malformed packet'}: ${err.message}`,
+    );
+  }
+
+  /**
+   * An exception escaped code run for this connection (a handler, a hook, a callback): it is logged
+   * with the client id and ends this connection only (5.0: DISCONNECT 0x80). Never throws.
+   */
+  fail(err: unknown, where: string): void {
+    try {
+      this.broker.log.error({ err, clientId: this.clientId, where }, 'exception, closing the connection');
+      if (!this.closing) this.close(RC.UNSPECIFIED_ERROR, `exception in ${where}`);
+      else if (!this.stream.destroyed) this.stream.destroy();
+    } catch (again) {
+      this.broker.log.error({ err: again, clientId: this.clientId, where }, 'exception while closing');
+      this.state = 'closed';
+      this.broker.connections.delete(this);
+      this.stream.destroy();
+    }
   }
 
   private tooLarge(): void {
@@ -421,25 +506,39 @@ export class Connection {
    */
   close(reasonCode: number | undefined, why: string, fireWill = true): void {
     if (this.closing) return;
-    if (reasonCode !== undefined && this.protocolVersion === 5 && this.state === 'connected') {
-      const d: IDisconnectPacket = { cmd: 'disconnect', reasonCode };
-      this.send(d);
+    if (reasonCode !== undefined && this.protocolVersion === 5) {
+      if (this.state === 'connected') {
+        const d: IDisconnectPacket = { cmd: 'disconnect', reasonCode };
+        this.send(d);
+      } else if (this.state === 'connecting' && CONNACK_CODES.has(reasonCode)) {
+        // No DISCONNECT before CONNACK: a CONNECT not yet answered is refused with the reason (section 4.13.2).
+        this.send({ cmd: 'connack', reasonCode, sessionPresent: false });
+      }
     }
     this.state = 'closing';
     this.flush();
-    this.stream.end();
-    // Read on (what arrives is ignored) so the peer's FIN is seen: a socket paused while CONNECT
-    // was handled, or for backpressure, would otherwise wait for the timer below (a TCP socket
-    // reading with `onread` stops reading altogether while paused).
-    this.stream.resume();
-    // Destroy a peer that does not close its side; the unref'd timer never holds the process.
-    setTimeout(() => this.stream.destroy(), 2000).unref();
+    const stream = this.stream;
+    stream.end();
+    // Once what we wrote and our FIN are handed on, the connection is destroyed: a peer that keeps
+    // its side open is not waited for. Reading on meanwhile (what arrives is ignored) keeps the
+    // peer's late bytes from turning the close into a reset before our last packet is out.
+    if (stream.writableFinished) stream.destroy();
+    else stream.once('finish', destroyOnFinish);
+    stream.resume();
+    // A peer that does not read what we flushed holds 'finish' back: destroyed after a grace; the
+    // unref'd timer never holds the process.
+    setTimeout(() => stream.destroy(), 2000).unref();
     this.finish(why, fireWill);
   }
 
   /** The transport ended: clean up without writing anything. */
   terminate(why: string): void {
-    if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
+    try {
+      if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
+    } catch (err) {
+      // Called from stream events: nothing may escape into the emitter.
+      this.broker.log.error({ err, clientId: this.clientId }, 'exception while ending the connection');
+    }
     this.state = 'closed';
     if (!this.stream.destroyed) this.stream.destroy();
   }
