@@ -24,7 +24,7 @@ import { parser as createParser, generate, type Packet } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
 import type { BrokerOptions } from '../broker/index.js';
 import { RC } from '../broker/reason-codes.js';
-import { connectPacket, onCleanup, once, RawClient, startBroker } from './helpers.js';
+import { connect, connectPacket, nextMessages, onCleanup, once, RawClient, startBroker } from './helpers.js';
 import {
   type Bytes,
   frame,
@@ -1026,4 +1026,23 @@ describe('must-close cases: closed at once', () => {
 
 describe('must-close cases: closed at once when the client keeps its side open', () => {
   for (const c of cases) it(c.name, () => run(c, true), 5000);
+});
+
+describe('a FIN in the middle of a packet', () => {
+  for (const v of [4, 5] as const) {
+    it(`v${v}: is a connection closed without DISCONNECT: the will is published [MQTT-3.1.2-8]`, async () => {
+      const { url, port } = await startBroker();
+      const watcher = await connect(url, { protocolVersion: v });
+      await watcher.subscribeAsync('fin/will');
+      const got = nextMessages(watcher, 1);
+      const raw = await RawClient.connected(port, v, {
+        will: { topic: 'fin/will', payload: Buffer.from('gone'), qos: 0, retain: false },
+      });
+      raw.write(hex('32 0a 0001 61'));
+      raw.socket.end();
+      await raw.closed;
+      const [m] = await got;
+      expect(m.payload).toBe('gone');
+    });
+  }
 });
