@@ -16,6 +16,7 @@ import type { Message } from './message.js';
 import { RC } from './reason-codes.js';
 import type { Session } from './session.js';
 import { strictParser } from './strict-parser.js';
+import { checkArriving, packetSize, parseError } from './violations.js';
 
 /** What the transport knows about a connection; kept on it for logs and hooks. */
 export interface ConnectionInfo {
@@ -68,12 +69,6 @@ function onParserError(this: Owned, err: Error): void {
 function destroyOnFinish(this: Duplex): void {
   this.destroy();
 }
-
-/** Packet types only a server sends: from a client they are refused as soon as their header is read. */
-const SERVER_ONLY = new Set(['connack', 'suback', 'unsuback', 'pingresp']);
-
-/** mqtt-packet errors that 5.0 calls a Protocol Error (section 3.8.3.1); every other one is a Malformed Packet. */
-const PROTOCOL_ERROR_PREFIXES = ['Invalid subscribe QoS', 'Invalid retain handling'];
 
 /** Reason codes a 5.0 CONNACK may carry (section 3.2.2.2), for a connection closed before it is accepted. */
 const CONNACK_CODES = new Set<number>([
@@ -209,7 +204,7 @@ export class Connection {
       // A packet still arriving is judged by its fixed header where that suffices, so a violation
       // is closed at once rather than after a body that may never come.
       const arriving = (this.parser as unknown as { packet: Packet }).packet;
-      if (arriving.cmd !== null && !this.closing) this.checkArriving(arriving.cmd, arriving.length ?? -1);
+      if (arriving.cmd !== null && !this.closing) checkArriving(this, arriving.cmd, arriving.length ?? -1);
     } catch (err) {
       // The parser reports malformed input as an 'error' event: a throw is a bug, ours or its.
       this.fail(err, 'parsing');
@@ -241,24 +236,6 @@ export class Connection {
       dispatch(this, packet);
     } catch (err) {
       this.fail(err, `${packet.cmd} handler`);
-    }
-  }
-
-  /** The fixed header of a packet whose body has not (all) arrived yet. */
-  private checkArriving(cmd: Packet['cmd'] | 'reserved', length: number): void {
-    if (this.state === 'new' && cmd !== 'connect') {
-      // The first packet must be CONNECT [MQTT-3.1.0-1].
-      this.terminate('first packet was not CONNECT');
-    } else if (cmd === 'connect' && this.state !== 'new') {
-      this.close(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
-    } else if (cmd === 'reserved' || (cmd === 'auth' && this.protocolVersion !== 5)) {
-      // Type 0, and type 15 before 5.0, are reserved (3.1.1 section 2.2.1, 5.0 section 2.1.2).
-      this.close(RC.MALFORMED_PACKET, 'reserved packet type');
-    } else if (SERVER_ONLY.has(cmd)) {
-      this.close(RC.PROTOCOL_ERROR, `unexpected ${cmd} from client`);
-    } else if (length > 0 && packetSize(length) > this.broker.options.maxPacketSize) {
-      // Rejected as soon as its declared length is over our maximum.
-      this.tooLarge();
     }
   }
 
@@ -322,35 +299,7 @@ export class Connection {
   }
 
   onParseError(err: Error): void {
-    if (this.closing) return;
-    this.broker.log.debug({ clientId: this.clientId, err: err.message }, 'malformed packet');
-    if (this.state === 'new') {
-      const p = (this.parser as unknown as { packet: { cmd: string; protocolVersion?: number } }).packet;
-      if (err.message === 'Invalid protocol version') {
-        // Unsupported protocol level: refuse with the answer the client can read [MQTT-3.1.2-2].
-        const level = p.protocolVersion ?? 0;
-        if (level > 5)
-          this.send(
-            { cmd: 'connack', reasonCode: RC.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false },
-            5,
-          );
-        else this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
-        this.close(undefined, 'unsupported protocol version');
-        return;
-      }
-      if (p.cmd === 'connect' && p.protocolVersion === 5) {
-        // A malformed 5.0 CONNECT may be answered with CONNACK 0x81 before the close [MQTT-3.1.4-1];
-        // 3.1.1 closes without CONNACK [MQTT-3.1.4-1].
-        this.send({ cmd: 'connack', reasonCode: RC.MALFORMED_PACKET, sessionPresent: false }, 5);
-        this.close(undefined, `malformed CONNECT: ${err.message}`);
-        return;
-      }
-    }
-    const protocolError = PROTOCOL_ERROR_PREFIXES.some((prefix) => err.message.startsWith(prefix));
-    this.close(
-      protocolError ? RC.PROTOCOL_ERROR : RC.MALFORMED_PACKET,
-      `${protocolError ? 'protocol error' : 'malformed packet'}: ${err.message}`,
-    );
+    if (!this.closing) parseError(this, err);
   }
 
   /**
@@ -370,7 +319,7 @@ export class Connection {
     }
   }
 
-  private tooLarge(): void {
+  tooLarge(): void {
     this.close(RC.PACKET_TOO_LARGE, 'packet too large');
   }
 
@@ -548,9 +497,4 @@ export class Connection {
     this.backlog = null;
     this.broker.connectionEnded(this, why, fireWill);
   }
-}
-
-/** Total bytes of a packet with this Remaining Length: fixed header byte, length bytes, body. */
-function packetSize(remaining: number): number {
-  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining;
 }
