@@ -96,6 +96,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.log = opts.logger ?? createLogger(this.options.logLevel);
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
+    // A callback that belongs to a connection closes it itself (Connection.fail); what reaches
+    // here belongs to none and is logged.
+    this.persistence.onCallbackError ??= (err) =>
+      this.log.error({ err }, 'exception in a persistence callback');
     this.retained = new RetainedStore(this.persistence);
     this.shares = new SharedGroups(this);
     this.router = new Router(this.shares);
@@ -109,16 +113,24 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private sweep(): void {
     const now = Date.now();
-    this.flow.tick(now);
-    if (this.started) this.dedup.purge(now);
+    try {
+      this.flow.tick(now);
+      if (this.started) this.dedup.purge(now);
+    } catch (err) {
+      this.log.error({ err }, 'exception in the sweep');
+    }
     const connectDeadline = now - this.options.connectTimeout * 1000;
     for (const c of this.connections) {
-      if (c.state === 'connected') {
-        if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs)
-          c.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout');
-      } else if ((c.state === 'new' || c.state === 'connecting') && c.createdAt < connectDeadline) {
-        // Also bounds a CONNECT whose authentication never answers.
-        c.close(undefined, 'no CONNECT in time', false);
+      try {
+        if (c.state === 'connected') {
+          if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs)
+            c.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout');
+        } else if ((c.state === 'new' || c.state === 'connecting') && c.createdAt < connectDeadline) {
+          // Also bounds a CONNECT whose authentication never answers.
+          c.close(undefined, 'no CONNECT in time', false);
+        }
+      } catch (err) {
+        c.fail(err, 'keep-alive sweep');
       }
     }
   }
@@ -325,7 +337,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.get(session)?.cancel();
     this.expiryTimers.set(
       session,
-      longTimeout(() => this.endSession(session), ms),
+      longTimeout(
+        () => this.endSession(session),
+        ms,
+        (err) => this.log.error({ err, clientId: session.clientId }, 'exception in a session expiry timer'),
+      ),
     );
   }
 

@@ -10,6 +10,11 @@ export class ByteQueue {
   /** Bytes of bufs[0] already consumed. */
   private head = 0;
   length = 0;
+  /**
+   * Reads must end at or before this offset (the end of the packet being decoded, see
+   * strict-parser.ts); a read past it throws like one past the end.
+   */
+  limit = Number.POSITIVE_INFINITY;
 
   append(buf: Buffer): this {
     if (buf.length > 0) {
@@ -99,7 +104,7 @@ export class ByteQueue {
 
   private check(offset: number, size: number): void {
     // bl reads from an empty slice and throws; the parser's caller treats that as a malformed packet.
-    if (!(offset >= 0) || offset + size > this.length) {
+    if (!(offset >= 0) || offset + size > this.length || offset + size > this.limit) {
       throw new RangeError('Attempt to access memory outside buffer bounds');
     }
   }

@@ -15,6 +15,8 @@ import { dispatch } from './handlers/index.js';
 import type { Message } from './message.js';
 import { RC } from './reason-codes.js';
 import type { Session } from './session.js';
+import { strictParser } from './strict-parser.js';
+import { checkArriving, packetSize, parseError } from './violations.js';
 
 /** What the transport knows about a connection; kept on it for logs and hooks. */
 export interface ConnectionInfo {
@@ -63,6 +65,20 @@ function onParserPacket(this: Owned, p: Packet): void {
 function onParserError(this: Owned, err: Error): void {
   this[kConn].onParseError(err);
 }
+/** Our FIN is handed to the kernel: nothing more is due to the peer, which is not waited for. */
+function destroyOnFinish(this: Duplex): void {
+  this.destroy();
+}
+
+/** Reason codes a 5.0 CONNACK may carry (section 3.2.2.2), for a connection closed before it is accepted. */
+const CONNACK_CODES = new Set<number>([
+  RC.UNSPECIFIED_ERROR,
+  RC.MALFORMED_PACKET,
+  RC.PROTOCOL_ERROR,
+  RC.IMPLEMENTATION_SPECIFIC_ERROR,
+  RC.PACKET_TOO_LARGE,
+  RC.QUOTA_EXCEEDED,
+]);
 
 type AckCmd = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 
@@ -92,7 +108,14 @@ let flushScheduled = false;
 
 function flushPending(): void {
   flushScheduled = false;
-  for (let i = 0; i < pendingConnections.length; i++) pendingConnections[i].flush();
+  for (let i = 0; i < pendingConnections.length; i++) {
+    const c = pendingConnections[i];
+    try {
+      c.flush();
+    } catch (err) {
+      c.fail(err, 'write');
+    }
+  }
   pendingConnections.length = 0;
 }
 
@@ -145,6 +168,7 @@ export class Connection {
     // byte or number it reads); ByteQueue has the same read API at a fraction of the memory and
     // allocations.
     (parser as unknown as { _list: unknown })._list = new ByteQueue();
+    strictParser(parser);
     this.parser = parser;
     (parser as unknown as Owned)[kConn] = this;
     (stream as unknown as Owned)[kConn] = this;
@@ -177,13 +201,14 @@ export class Connection {
     this.lastSeen = Date.now();
     try {
       this.parser.parse(chunk);
+      // A packet still arriving is judged by its fixed header where that suffices, so a violation
+      // is closed at once rather than after a body that may never come.
+      const arriving = (this.parser as unknown as { packet: Packet }).packet;
+      if (arriving.cmd !== null && !this.closing) checkArriving(this, arriving.cmd, arriving.length ?? -1);
     } catch (err) {
-      this.onParseError(err as Error);
-      return;
+      // The parser reports malformed input as an 'error' event: a throw is a bug, ours or its.
+      this.fail(err, 'parsing');
     }
-    // Reject a packet still arriving as soon as its declared length is over our maximum.
-    const len = (this.parser as unknown as { packet: { length: number } }).packet.length;
-    if (len > 0 && !this.closing && packetSize(len) > this.broker.options.maxPacketSize) this.tooLarge();
   }
 
   onPacket(packet: Packet): void {
@@ -207,7 +232,11 @@ export class Connection {
       }
       this.state = 'connecting';
     }
-    dispatch(this, packet);
+    try {
+      dispatch(this, packet);
+    } catch (err) {
+      this.fail(err, `${packet.cmd} handler`);
+    }
   }
 
   /** Holds incoming packets while an asynchronous step (CONNECT) completes. */
@@ -270,22 +299,27 @@ export class Connection {
   }
 
   onParseError(err: Error): void {
-    if (this.closing) return;
-    this.broker.log.debug({ clientId: this.clientId, err: err.message }, 'malformed packet');
-    if (this.state === 'new' && err.message === 'Invalid protocol version') {
-      // Unsupported protocol level: refuse with the answer the client can read [MQTT-3.1.2-2].
-      const level =
-        (this.parser as unknown as { packet: { protocolVersion?: number } }).packet.protocolVersion ?? 0;
-      if (level > 5)
-        this.send({ cmd: 'connack', reasonCode: RC.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false }, 5);
-      else this.send({ cmd: 'connack', returnCode: 1, sessionPresent: false }, 4);
-      this.close(undefined, 'unsupported protocol version');
-      return;
-    }
-    this.close(RC.MALFORMED_PACKET, `malformed packet: ${err.message}`);
+    if (!this.closing) parseError(this, err);
   }
 
-  private tooLarge(): void {
+  /**
+   * An exception escaped code run for this connection (a handler, a hook, a callback): it is logged
+   * with the client id and ends this connection only (5.0: DISCONNECT 0x80). Never throws.
+   */
+  fail(err: unknown, where: string): void {
+    try {
+      this.broker.log.error({ err, clientId: this.clientId, where }, 'exception, closing the connection');
+      if (!this.closing) this.close(RC.UNSPECIFIED_ERROR, `exception in ${where}`);
+      else if (!this.stream.destroyed) this.stream.destroy();
+    } catch (again) {
+      this.broker.log.error({ err: again, clientId: this.clientId, where }, 'exception while closing');
+      this.state = 'closed';
+      this.broker.connections.delete(this);
+      this.stream.destroy();
+    }
+  }
+
+  tooLarge(): void {
     this.close(RC.PACKET_TOO_LARGE, 'packet too large');
   }
 
@@ -421,25 +455,39 @@ export class Connection {
    */
   close(reasonCode: number | undefined, why: string, fireWill = true): void {
     if (this.closing) return;
-    if (reasonCode !== undefined && this.protocolVersion === 5 && this.state === 'connected') {
-      const d: IDisconnectPacket = { cmd: 'disconnect', reasonCode };
-      this.send(d);
+    if (reasonCode !== undefined && this.protocolVersion === 5) {
+      if (this.state === 'connected') {
+        const d: IDisconnectPacket = { cmd: 'disconnect', reasonCode };
+        this.send(d);
+      } else if (this.state === 'connecting' && CONNACK_CODES.has(reasonCode)) {
+        // No DISCONNECT before CONNACK: a CONNECT not yet answered is refused with the reason (section 4.13.2).
+        this.send({ cmd: 'connack', reasonCode, sessionPresent: false });
+      }
     }
     this.state = 'closing';
     this.flush();
-    this.stream.end();
-    // Read on (what arrives is ignored) so the peer's FIN is seen: a socket paused while CONNECT
-    // was handled, or for backpressure, would otherwise wait for the timer below (a TCP socket
-    // reading with `onread` stops reading altogether while paused).
-    this.stream.resume();
-    // Destroy a peer that does not close its side; the unref'd timer never holds the process.
-    setTimeout(() => this.stream.destroy(), 2000).unref();
+    const stream = this.stream;
+    stream.end();
+    // Once what we wrote and our FIN are handed on, the connection is destroyed: a peer that keeps
+    // its side open is not waited for. Reading on meanwhile (what arrives is ignored) keeps the
+    // peer's late bytes from turning the close into a reset before our last packet is out.
+    if (stream.writableFinished) stream.destroy();
+    else stream.once('finish', destroyOnFinish);
+    stream.resume();
+    // A peer that does not read what we flushed holds 'finish' back: destroyed after a grace; the
+    // unref'd timer never holds the process.
+    setTimeout(() => stream.destroy(), 2000).unref();
     this.finish(why, fireWill);
   }
 
   /** The transport ended: clean up without writing anything. */
   terminate(why: string): void {
-    if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
+    try {
+      if (this.state !== 'closing' && this.state !== 'closed') this.finish(why, true);
+    } catch (err) {
+      // Called from stream events: nothing may escape into the emitter.
+      this.broker.log.error({ err, clientId: this.clientId }, 'exception while ending the connection');
+    }
     this.state = 'closed';
     if (!this.stream.destroyed) this.stream.destroy();
   }
@@ -449,9 +497,4 @@ export class Connection {
     this.backlog = null;
     this.broker.connectionEnded(this, why, fireWill);
   }
-}
-
-/** Total bytes of a packet with this Remaining Length: fixed header byte, length bytes, body. */
-function packetSize(remaining: number): number {
-  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining;
 }

@@ -344,9 +344,13 @@ export class Session implements GateOwner {
     // reach a client again under a new packet id. With the memory backend the callback runs at once.
     if (rec.qos === 2 && (this.persistent || group)) {
       this.broker.persistence.whenDurable(() => {
-        // A connection gone by then leaves it in flight, re-sent when the client returns.
-        if (this.conn === conn && !conn.closing && this.inflight.get(packetId) === sent) {
-          this.publishNow(conn, sent, undefined);
+        try {
+          // A connection gone by then leaves it in flight, re-sent when the client returns.
+          if (this.conn === conn && !conn.closing && this.inflight.get(packetId) === sent) {
+            this.publishNow(conn, sent, undefined);
+          }
+        } catch (err) {
+          conn.fail(err, 'PUBLISH after store');
         }
       });
     } else this.publishNow(conn, sent, cache);

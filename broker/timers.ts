@@ -5,12 +5,20 @@ export interface LongTimer {
   cancel(): void;
 }
 
-export function longTimeout(fn: () => void, ms: number): LongTimer {
+/** Calls fn after ms; an exception from fn goes to onError, never out of the timer. */
+export function longTimeout(fn: () => void, ms: number, onError: (err: unknown) => void): LongTimer {
   const due = Date.now() + ms;
   let timer: NodeJS.Timeout;
   const arm = () => {
     const left = due - Date.now();
-    if (left <= 0) return fn();
+    if (left <= 0) {
+      try {
+        fn();
+      } catch (err) {
+        onError(err);
+      }
+      return;
+    }
     timer = setTimeout(arm, Math.min(left, MAX_DELAY));
     timer.unref();
   };

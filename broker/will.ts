@@ -69,7 +69,11 @@ export class WillScheduler {
 
   private arm(rec: WillRecord): void {
     this.pending.get(rec.clientId)?.timer.cancel();
-    const timer = longTimeout(() => this.fire(rec.clientId), (rec.fireAt ?? 0) - Date.now());
+    const timer = longTimeout(
+      () => this.fire(rec.clientId),
+      (rec.fireAt ?? 0) - Date.now(),
+      (err) => this.broker.log.error({ err, clientId: rec.clientId }, 'exception in a will timer'),
+    );
     this.pending.set(rec.clientId, { rec, timer });
   }
 

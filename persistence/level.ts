@@ -343,6 +343,7 @@ export class LevelPersistence implements Persistence {
   private cutCbs = 0;
   private batches = 0;
   private opsCount = 0;
+  onCallbackError?: (err: unknown) => void;
 
   constructor(opts: LevelPersistenceOptions) {
     this.dir = opts.dir;
@@ -631,9 +632,13 @@ export class LevelPersistence implements Persistence {
       try {
         cb(err ? this.failed : undefined);
       } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
+        // The rest of the batch is still called back.
+        const report = this.onCallbackError;
+        if (report) report(e);
+        else
+          queueMicrotask(() => {
+            throw e;
+          });
       }
     }
     if (this.pending.length && !this.scheduled) {

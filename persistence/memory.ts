@@ -31,6 +31,7 @@ export class MemoryPersistence implements Persistence {
   async open(): Promise<void> {}
   async close(): Promise<void> {}
 
+  /** Everything is stored at once: called back synchronously, so a throw reaches the caller. */
   whenDurable(cb: (err?: Error) => void): void {
     cb();
   }

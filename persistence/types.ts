@@ -144,8 +144,15 @@ export interface DedupRecord {
 export interface Persistence {
   open(): Promise<void>;
   close(): Promise<void>;
-  /** Calls back once every mutation issued before this call is stored (with an error if not). */
+  /**
+   * Calls back once every mutation issued before this call is stored (with an error if not). A
+   * callback that throws never keeps the others from being called: one called from the backend's
+   * own batch is caught and reported to onCallbackError (without a handler it surfaces as an
+   * uncaught exception); one called synchronously, within whenDurable, throws to its caller.
+   */
   whenDurable(cb: (err?: Error) => void): void;
+  /** Where a backend reports an exception thrown by a whenDurable callback; the broker sets it. */
+  onCallbackError?: (err: unknown) => void;
 
   putSession(rec: SessionRecord): void;
   /** Removes the session and everything it owns: subscriptions, outgoing, inbound QoS 2 ids, will. */

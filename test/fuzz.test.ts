@@ -19,7 +19,7 @@ const MAX_PACKET = 2048;
 const N = Number(process.env.FUZZ_N ?? 300);
 const CONCURRENCY = 25;
 /** Per connection: the broker closes it within this time or the case fails. */
-const CLOSE_TIMEOUT_MS = 3000;
+const CLOSE_TIMEOUT_MS = 1000;
 
 type Rnd = () => number;
 const int = (rnd: Rnd, n: number) => Math.floor(rnd() * n);

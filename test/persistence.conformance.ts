@@ -641,6 +641,31 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         expect(errors).toEqual([]);
       });
 
+      it('a whenDurable callback that throws does not keep the others from being called', async () => {
+        const reported: unknown[] = [];
+        store.onCallbackError = (err) => reported.push(err);
+        const boom = new Error('boom');
+        const called: string[] = [];
+        const thrown: unknown[] = [];
+        store.putSession({ clientId: 'c', protocolVersion: 4, expiryInterval: 1 });
+        for (const label of ['a', 'b', 'c']) {
+          try {
+            store.whenDurable(() => {
+              called.push(label);
+              if (label === 'b') throw boom;
+            });
+          } catch (err) {
+            // A backend calling back synchronously lets the throw reach the caller.
+            thrown.push(err);
+          }
+        }
+        await durable(store);
+        expect(called).toEqual(['a', 'b', 'c']);
+        // Reported once, one way or the other.
+        expect([...reported, ...thrown]).toEqual([boom]);
+        store.onCallbackError = undefined;
+      });
+
       it('whenDurable inside a whenDurable callback is called back too', async () => {
         let inner = false;
         store.putSession({ clientId: 'c', protocolVersion: 4, expiryInterval: 1 });

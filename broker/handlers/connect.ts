@@ -59,9 +59,6 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     clientId = `heron-${randomBytes(8).toString('hex')}`;
     if (version === 5) assigned = clientId;
   }
-  if (clientId.includes('\uFFFD') || clientId.includes('\u0000')) {
-    return refuse(CONNACK_V4.IDENTIFIER_REJECTED, RC.CLIENT_IDENTIFIER_NOT_VALID, 'invalid client id');
-  }
   if (version === 5 && (props?.receiveMaximum === 0 || props?.maximumPacketSize === 0)) {
     // Zero is not a valid Receive Maximum or Maximum Packet Size.
     return conn.close(RC.PROTOCOL_ERROR, 'zero receive maximum or maximum packet size');
@@ -78,9 +75,9 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     serverKeepAlive = keepalive;
   }
 
-  // The will's topic must be a valid topic name.
+  // The will's topic must be a valid topic name (its UTF-8 was checked before, see validate.ts).
   const w = packet.will;
-  if (w && (!validTopic(w.topic) || w.topic.includes('\uFFFD'))) {
+  if (w && !validTopic(w.topic)) {
     return version === 5
       ? refuse(0, RC.TOPIC_NAME_INVALID, 'invalid will topic')
       : conn.close(undefined, 'invalid will topic', false);
@@ -89,7 +86,15 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   conn.clientId = clientId;
   conn.username = packet.username;
   if (broker.hooks.authenticate) {
-    const ok = await broker.hooks.authenticate(conn.clientInfo, packet.username, packet.password);
+    let ok: boolean;
+    try {
+      ok = await broker.hooks.authenticate(conn.clientInfo, packet.username, packet.password);
+    } catch (err) {
+      // A failing hook refuses the client, as a server error rather than bad credentials.
+      broker.log.error({ err, clientId }, 'authenticate hook failed');
+      if (conn.closing) return;
+      return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
+    }
     if (conn.closing) return;
     if (!ok)
       return refuse(

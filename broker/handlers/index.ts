@@ -12,21 +12,21 @@ import { handlePubrec } from './pubrec.js';
 import { handlePubrel } from './pubrel.js';
 import { handleSubscribe } from './subscribe.js';
 import { handleUnsubscribe } from './unsubscribe.js';
+import { violation } from './validate.js';
 
 /** Routes a parsed packet to its handler; one file per packet type. */
 export function dispatch(conn: Connection, packet: Packet): void {
-  // 5.0: a property other than User Property appears at most once, a repeat is a Protocol Error
-  // (each property's own section, e.g. 3.1.2.11.2, 3.3.2.3.4, 3.8.2.1.2).
-  const repeated = repeatedProperty(packet);
-  if (repeated) return conn.close(RC.PROTOCOL_ERROR, `property ${repeated} given more than once`);
+  if (packet.cmd === 'connect') {
+    // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
+    if (conn.state !== 'connecting') return conn.close(RC.PROTOCOL_ERROR, 'second CONNECT');
+    // Known before any check, so a refusal is worded for the client's version.
+    conn.protocolVersion = (packet.protocolVersion ?? 4) as 3 | 4 | 5;
+  }
+  const bad = violation(packet);
+  if (bad) return conn.close(bad.code, bad.why, packet.cmd !== 'connect');
   switch (packet.cmd) {
     case 'connect':
-      // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
-      if (conn.state !== 'connecting') return conn.close(RC.PROTOCOL_ERROR, 'second CONNECT');
-      return void handleConnect(conn, packet).catch((err: Error) => {
-        conn.broker.log.error({ err, clientId: conn.clientId }, 'connect failed');
-        conn.close(RC.UNSPECIFIED_ERROR, 'connect failed');
-      });
+      return void handleConnect(conn, packet).catch((err: unknown) => conn.fail(err, 'CONNECT handler'));
     case 'publish':
       return handlePublish(conn, packet);
     case 'puback':
@@ -51,17 +51,4 @@ export function dispatch(conn: Connection, packet: Packet): void {
       // Server-to-client packets (CONNACK, SUBACK, ...) from a client are protocol errors.
       return conn.close(RC.PROTOCOL_ERROR, `unexpected ${packet.cmd} from client`);
   }
-}
-
-/** mqtt-packet collects a repeated property into an array: the name of the first such, if any. */
-function repeatedProperty(packet: Packet): string | undefined {
-  const sets: (object | undefined)[] = [(packet as { properties?: object }).properties];
-  if (packet.cmd === 'connect') sets.push(packet.will?.properties);
-  for (const props of sets) {
-    if (!props) continue;
-    for (const [name, value] of Object.entries(props)) {
-      if (name !== 'userProperties' && Array.isArray(value)) return name;
-    }
-  }
-  return undefined;
 }

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket } from 'mqtt-packet';
 import type { MessageProperties } from '../../persistence/types.js';
 import type { Connection } from '../connection.js';
+import { allowPublish } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { RC } from '../reason-codes.js';
 import { validTopic, wellFormed } from '../topic-tree.js';
@@ -68,7 +69,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   let reasonCode: number = RC.SUCCESS;
   if (v5 && props?.payloadFormatIndicator && !isUtf8(payload)) {
     reasonCode = RC.PAYLOAD_FORMAT_INVALID;
-  } else if (broker.hooks.authorizePublish && !broker.hooks.authorizePublish(conn.clientInfo, topic)) {
+  } else if (broker.hooks.authorizePublish && !allowPublish(conn, topic)) {
     // 3.1.1 cannot say no: the message is acknowledged and dropped [MQTT-3.3.5-2].
     reasonCode = RC.NOT_AUTHORIZED;
   }
@@ -133,12 +134,16 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const code = v5 ? reasonCode : RC.SUCCESS;
   // Acknowledged only once every stored copy is written.
   broker.persistence.whenDurable((err) => {
-    if (err) {
-      broker.log.error({ err, clientId: conn.clientId }, 'store failed; not acknowledging');
-      return conn.close(RC.UNSPECIFIED_ERROR, 'store failed');
+    try {
+      if (err) {
+        broker.log.error({ err, clientId: conn.clientId }, 'store failed; not acknowledging');
+        return conn.close(RC.UNSPECIFIED_ERROR, 'store failed');
+      }
+      if (qos === 1) conn.inboundUnacked--;
+      conn.ackPublish(cmd, id, code);
+    } catch (e) {
+      conn.fail(e, `${cmd} after store`);
     }
-    if (qos === 1) conn.inboundUnacked--;
-    conn.ackPublish(cmd, id, code);
   });
 }
 

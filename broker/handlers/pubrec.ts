@@ -13,7 +13,14 @@ export function handlePubrec(conn: Connection, packet: IPubrecPacket): void {
   } else if (outcome === 'pubrel') {
     // PUBREL follows the store of the 'pubrel' state: once it is sent the PUBLISH must never be
     // re-sent [MQTT-4.3.3-6], which a restart that found the message still 'inflight' would do.
-    if (session!.persistent) conn.broker.persistence.whenDurable((err) => err || conn.sendPubrel(id));
+    if (session!.persistent)
+      conn.broker.persistence.whenDurable((err) => {
+        try {
+          if (!err) conn.sendPubrel(id);
+        } catch (e) {
+          conn.fail(e, 'PUBREL after store');
+        }
+      });
     else conn.sendPubrel(id);
   }
 }

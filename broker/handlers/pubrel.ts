@@ -24,6 +24,12 @@ export function handlePubrel(conn: Connection, packet: IPubrelPacket): void {
     conn.protocolVersion === 5 && !known && session.resumedBy !== conn ? RC.PACKET_ID_NOT_FOUND : RC.SUCCESS;
   // PUBCOMP follows the store of the release, so a crash cannot make the id reappear after it.
   if (known && session.persistent)
-    conn.broker.persistence.whenDurable(() => conn.sendAck('pubcomp', id, code));
+    conn.broker.persistence.whenDurable(() => {
+      try {
+        conn.sendAck('pubcomp', id, code);
+      } catch (err) {
+        conn.fail(err, 'PUBCOMP after store');
+      }
+    });
   else conn.sendAck('pubcomp', id, code);
 }

@@ -1,6 +1,7 @@
 import type { ISubscribePacket } from 'mqtt-packet';
 import type { QoS, SubscriptionRecord } from '../../persistence/types.js';
 import type { Connection } from '../connection.js';
+import { allowSubscribe } from '../hooks.js';
 import { RC } from '../reason-codes.js';
 import { parseShared } from '../router.js';
 import { validFilter, wellFormed } from '../topic-tree.js';
@@ -39,7 +40,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
     }
     // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
     if (shared && v5 && s.nl) return conn.close(RC.PROTOCOL_ERROR, 'No Local on a shared subscription');
-    if (broker.hooks.authorizeSubscribe && !broker.hooks.authorizeSubscribe(conn.clientInfo, s.topic)) {
+    if (broker.hooks.authorizeSubscribe && !allowSubscribe(conn, s.topic)) {
       codes.push(v5 ? RC.NOT_AUTHORIZED : 0x80);
       continue;
     }
@@ -68,18 +69,22 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
   }
 
   broker.persistence.whenDurable(() => {
-    conn.send({ cmd: 'suback', messageId: packet.messageId, granted: codes });
-    for (const { rec, isNew } of retainedFor) {
-      // Retain Handling: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
-      const rh = rec.retainHandling ?? 0;
-      if (rh === 2 || (rh === 1 && !isNew)) continue;
-      const ids = rec.subscriptionId === undefined ? undefined : [rec.subscriptionId];
-      for (const msg of broker.retained.match(rec.filter)) {
-        // Sent because of a new subscription: RETAIN stays set [MQTT-3.3.1-8].
-        session.deliver(msg, Math.min(msg.qos, rec.qos) as QoS, true, ids);
+    try {
+      conn.send({ cmd: 'suback', messageId: packet.messageId, granted: codes });
+      for (const { rec, isNew } of retainedFor) {
+        // Retain Handling: 0 always, 1 only for a new subscription, 2 never [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+        const rh = rec.retainHandling ?? 0;
+        if (rh === 2 || (rh === 1 && !isNew)) continue;
+        const ids = rec.subscriptionId === undefined ? undefined : [rec.subscriptionId];
+        for (const msg of broker.retained.match(rec.filter)) {
+          // Sent because of a new subscription: RETAIN stays set [MQTT-3.3.1-8].
+          session.deliver(msg, Math.min(msg.qos, rec.qos) as QoS, true, ids);
+        }
       }
+      // A new member: its groups may hand it messages that were waiting for one.
+      if (joinedGroup) broker.shares.roomFor(session);
+    } catch (err) {
+      conn.fail(err, 'SUBACK after store');
     }
-    // A new member: its groups may hand it messages that were waiting for one.
-    if (joinedGroup) broker.shares.roomFor(session);
   });
 }

@@ -24,8 +24,14 @@ export function handleUnsubscribe(conn: Connection, packet: IUnsubscribePacket):
     } else codes.push(RC.NO_SUBSCRIPTION_EXISTED);
   }
   broker.persistence.whenDurable(() => {
-    if (conn.protocolVersion === 5)
-      conn.send({ cmd: 'unsuback', messageId: packet.messageId, granted: codes });
-    else conn.send({ cmd: 'unsuback', messageId: packet.messageId, granted: [] });
+    try {
+      conn.send({
+        cmd: 'unsuback',
+        messageId: packet.messageId,
+        granted: conn.protocolVersion === 5 ? codes : [],
+      });
+    } catch (err) {
+      conn.fail(err, 'UNSUBACK after store');
+    }
   });
 }

@@ -312,14 +312,19 @@ export class ShareGroup implements GateOwner {
   private readonly onTimer = (): void => {
     this.timer = undefined;
     this.timerDue = Number.POSITIVE_INFINITY;
-    const now = this.host.clock.now();
-    let moved = 0;
-    while (this.delayed.length > 0 && (this.delayed[0].dueAt ?? 0) <= now) {
-      this.waiting.insert(this.delayed.shift()!);
-      moved++;
+    try {
+      const now = this.host.clock.now();
+      let moved = 0;
+      while (this.delayed.length > 0 && (this.delayed[0].dueAt ?? 0) <= now) {
+        this.waiting.insert(this.delayed.shift()!);
+        moved++;
+      }
+      this.arm();
+      if (moved > 0) this.pump();
+    } catch (err) {
+      // A timer callback: logged, never thrown on into the event loop.
+      this.host.broker.log.error({ err, group: this.id }, 'exception in a shared group retry timer');
     }
-    this.arm();
-    if (moved > 0) this.pump();
   };
 
   /** Cancels the backoff timer (broker closing). */
