@@ -170,6 +170,29 @@ export function validTopic(topic: string): boolean {
 }
 
 /**
+ * Whether a topic name or filter has at most maxLevels levels and maxLength bytes of UTF-8.
+ * Cheap enough for every PUBLISH: a UTF-16 unit is at most 3 UTF-8 bytes (a surrogate pair is 4
+ * for 2 units), so the byte length is computed only when length × 3 could exceed the limit, and a
+ * string shorter than maxLevels cannot have more levels than that.
+ */
+export function topicWithinLimits(topic: string, maxLevels: number, maxLength: number): boolean {
+  const len = topic.length;
+  if (len > maxLength) return false;
+  if (len * 3 > maxLength && Buffer.byteLength(topic) > maxLength) return false;
+  if (len < maxLevels) return true;
+  let levels = 1;
+  for (let i = 0; i < len; i++) {
+    if (topic.charCodeAt(i) === 47 && ++levels > maxLevels) return false;
+  }
+  return true;
+}
+
+/** A topic short enough for a log line. */
+export function clipTopic(topic: string): string {
+  return topic.length > 100 ? `${topic.slice(0, 100)}…` : topic;
+}
+
+/**
  * False for a string holding U+0000 or U+FFFD: the parser decodes ill-formed UTF-8 to U+FFFD, and
  * either makes the packet malformed [MQTT-1.5.4-1] [MQTT-1.5.4-2]. (A well-formed U+FFFD sent on
  * purpose is refused too: the decoded string no longer tells the two apart.)
