@@ -18,6 +18,7 @@ import { Session } from './session.js';
 import { BROKER_PUBLISHER, Dedup } from './shared/dedup.js';
 import { SharedGroups } from './shared/groups.js';
 import { longTimeout } from './timers.js';
+import { TopicLimits } from './topic-limits.js';
 import { listenTcp } from './transports/tcp.js';
 import { listenTls } from './transports/tls.js';
 import type { Transport } from './transports/transport.js';
@@ -82,6 +83,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly flow: Flow;
   /** 5.0 publishes refused with 0x97 under the `reject` policy. */
   publishesRejected = 0;
+  /** maxTopicLevels / maxTopicLength, for every topic and filter. */
+  readonly limits: TopicLimits;
   private transports: Transport[] = [];
   private started: Promise<void> | null = null;
   private stopping = false;
@@ -100,6 +103,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // here belongs to none and is logged.
     this.persistence.onCallbackError ??= (err) =>
       this.log.error({ err }, 'exception in a persistence callback');
+    this.limits = new TopicLimits(this.options.maxTopicLevels, this.options.maxTopicLength, this.log);
     this.retained = new RetainedStore(this.persistence);
     this.shares = new SharedGroups(this);
     this.router = new Router(this.shares);
@@ -189,9 +193,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /**
    * Publishes a message as the broker itself (embedding API). Returns false when a subscriber's
    * queue was full and took it beyond its bound (like a stream's write()): a caller publishing in
-   * a loop should wait (e.g. for the `drain` of its own pacing) before publishing more.
+   * a loop should wait (e.g. for the `drain` of its own pacing) before publishing more. A bad
+   * topic (invalid, or beyond maxTopicLevels / maxTopicLength) is a programming error: TypeError.
    */
   publish(p: PublishOptions): boolean {
+    this.limits.assertTopic(p.topic, 'publish');
     // A repeated idempotency key within the dedup window: not delivered again.
     const user = p.properties?.userProperties;
     if (user !== undefined && this.dedup.repeated(BROKER_PUBLISHER, p.topic, user)) return true;

@@ -106,6 +106,16 @@ const FLAGS = {
     default: String(DEFAULTS.connectTimeout),
     help: 'seconds a new connection may take to send CONNECT',
   },
+  'max-topic-levels': {
+    type: 'string',
+    default: String(DEFAULTS.maxTopicLevels),
+    help: 'levels a topic name or filter may have (more: refused with 0x90/0x8F)',
+  },
+  'max-topic-length': {
+    type: 'string',
+    default: String(DEFAULTS.maxTopicLength),
+    help: 'UTF-8 bytes a topic name or filter may have (at most 65535)',
+  },
   'topic-alias-maximum': {
     type: 'string',
     default: String(DEFAULTS.topicAliasMaximum),
@@ -262,6 +272,8 @@ async function main(): Promise<void> {
     maxKeepalive: int('max-keepalive', s('max-keepalive')),
     connectTimeout: int('connect-timeout', s('connect-timeout')),
     topicAliasMaximum: int('topic-alias-maximum', s('topic-alias-maximum')),
+    maxTopicLevels: int('max-topic-levels', s('max-topic-levels')),
+    maxTopicLength: int('max-topic-length', s('max-topic-length')),
     shareStrategy: strategy('--share-strategy', s('share-strategy')),
     shareGroups,
     shareQueueMax: int('share-queue-max', s('share-queue-max')),

@@ -78,6 +78,10 @@ export interface BrokerOptions {
   retryMaxAttempts?: number;
   /** Seconds an `idempotency-key` user property is remembered per publisher (client id) and topic; 0 turns dedup off. */
   dedupWindow?: number;
+  /** Levels a topic name or filter may have (a shared filter: after `$share/<group>/`). Default 128. */
+  maxTopicLevels?: number;
+  /** UTF-8 bytes a topic name or filter may have. Default (and most) 65535, the MQTT string limit. */
+  maxTopicLength?: number;
 }
 
 export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
@@ -122,6 +126,8 @@ export const DEFAULTS = {
   retryFactor: 2,
   retryMaxAttempts: 5,
   dedupWindow: 600,
+  maxTopicLevels: 128,
+  maxTopicLength: 65535,
 } as const;
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
@@ -163,6 +169,8 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     retryFactor: Math.max(1, o.retryFactor ?? DEFAULTS.retryFactor),
     retryMaxAttempts: Math.max(0, Math.floor(o.retryMaxAttempts ?? DEFAULTS.retryMaxAttempts)),
     dedupWindow: Math.max(0, o.dedupWindow ?? DEFAULTS.dedupWindow),
+    maxTopicLevels: clamp(o.maxTopicLevels ?? DEFAULTS.maxTopicLevels, 1, 65536),
+    maxTopicLength: clamp(o.maxTopicLength ?? DEFAULTS.maxTopicLength, 1, 65535),
   };
 }
 

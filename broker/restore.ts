@@ -6,12 +6,17 @@ import { Session } from './session.js';
 /**
  * Opens persistence and loads the broker's state once, at start: retained messages, sessions with
  * their subscriptions (their messages stay on disk until the client returns), wills, shared group
- * messages and idempotency keys.
+ * messages and idempotency keys. A record beyond the topic limits (written by an earlier version,
+ * or under higher limits) is skipped, logged and deleted: it never reaches a topic tree.
  */
 export async function restoreState(broker: Broker): Promise<void> {
   const p = broker.persistence;
   await p.open();
-  for await (const msg of p.listRetained()) broker.retained.load(msg);
+  const limits = broker.limits;
+  for await (const msg of p.listRetained()) {
+    if (limits.restorable('retained', msg.topic, limits.topic(msg.topic))) broker.retained.load(msg);
+    else p.setRetained(msg.topic, null);
+  }
   const now = Date.now();
   const ended: string[] = [];
   for await (const rec of p.listSessions()) {
@@ -33,12 +38,18 @@ export async function restoreState(broker: Broker): Promise<void> {
   for await (const { clientId, sub } of p.listSubscriptions()) {
     const session = broker.sessions.get(clientId);
     if (!session) continue;
+    if (!limits.restorable('subscription', sub.filter, limits.filter(sub.filter), clientId)) {
+      p.deleteSubscription(clientId, sub.filter);
+      continue;
+    }
     session.addSubscription(sub);
     broker.router.add(session, sub);
   }
   const connected: WillRecord[] = [];
   for await (const w of p.listWills()) {
-    if (w.fireAt === undefined) connected.push(w);
+    const topic = w.message.topic;
+    if (!limits.restorable('will', topic, limits.topic(topic), w.clientId)) p.deleteWill(w.clientId);
+    else if (w.fireAt === undefined) connected.push(w);
     else broker.wills.restore(w);
   }
   await broker.shares.restore();

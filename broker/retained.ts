@@ -65,40 +65,72 @@ export class RetainedStore {
     return true;
   }
 
-  /** Every unexpired retained message whose topic matches the filter. Expired ones are removed. */
+  /**
+   * Every unexpired retained message whose topic matches the filter. Expired ones are removed.
+   * Iterative over an explicit stack of (node, depth), so no topic depth can overflow the call
+   * stack; messages come in the order a depth-first recursion would give them.
+   */
   match(filter: string): Message[] {
     const out: Message[] = [];
     const expired: string[] = [];
     const now = Date.now();
     const levels = filter.split('/');
-    const visit = (n: Node) => {
-      if (!n.msg) return;
-      if (isExpired(n.msg, now)) expired.push(n.msg.topic);
-      else out.push(n.msg);
+    const n = levels.length;
+    const visit = (node: Node) => {
+      const msg = node.msg;
+      if (!msg) return;
+      if (isExpired(msg, now)) expired.push(msg.topic);
+      else out.push(msg);
     };
-    const walk = (node: Node, depth: number) => {
-      if (depth === levels.length) return visit(node);
+    const nodes: Node[] = [this.root];
+    const depths: number[] = [0];
+    while (nodes.length > 0) {
+      const node = nodes.pop()!;
+      const depth = depths.pop()!;
+      if (depth === n) {
+        visit(node);
+        continue;
+      }
       const w = levels[depth];
       // A leading wildcard does not match topics starting with `$` [MQTT-4.7.2-1].
       const skipDollar = depth === 0;
       if (w === '#') {
-        if (depth > 0) visit(node); // "a/#" matches "a" too
-        const stack = [...node.children.values()].filter((c) => !(skipDollar && c.word.startsWith('$')));
-        while (stack.length > 0) {
-          const n = stack.pop()!;
-          visit(n);
-          for (const c of n.children.values()) stack.push(c);
+        if (depth > 0) visit(node); // "a/#" matches "a" too [MQTT-4.7.1-2]
+        // The whole subtree, on the stack above what is still pending (depth unused here).
+        const base = nodes.length;
+        for (const c of node.children.values()) if (!(skipDollar && c.word.startsWith('$'))) nodes.push(c);
+        while (nodes.length > base) {
+          const d = nodes.pop()!;
+          visit(d);
+          for (const c of d.children.values()) nodes.push(c);
         }
       } else if (w === '+') {
-        for (const c of node.children.values())
-          if (!(skipDollar && c.word.startsWith('$'))) walk(c, depth + 1);
+        // Pushed in reverse so that children are walked in insertion order.
+        const base = nodes.length;
+        for (const c of node.children.values()) {
+          if (skipDollar && c.word.startsWith('$')) continue;
+          nodes.push(c);
+          depths.push(depth + 1);
+        }
+        reverseFrom(nodes, base);
       } else {
         const c = node.children.get(w);
-        if (c) walk(c, depth + 1);
+        if (c) {
+          nodes.push(c);
+          depths.push(depth + 1);
+        }
       }
-    };
-    walk(this.root, 0);
+    }
     for (const t of expired) if (this.remove(t)) this.persistence.setRetained(t, null);
     return out;
+  }
+}
+
+/** Reverses a[from..] in place. */
+function reverseFrom<T>(a: T[], from: number): void {
+  for (let i = from, j = a.length - 1; i < j; i++, j--) {
+    const t = a[i];
+    a[i] = a[j];
+    a[j] = t;
   }
 }

@@ -14,6 +14,10 @@ class TreeNode<T> {
 export class TopicTree<T> {
   private readonly root = new TreeNode<T>(null, '');
   private count = 0;
+  // match()'s explicit stack, reused so that a match allocates nothing beyond split().
+  private readonly stackNodes: TreeNode<T>[] = [];
+  private readonly stackDepths: number[] = [];
+  private matching = false;
 
   get size(): number {
     return this.count;
@@ -67,40 +71,67 @@ export class TopicTree<T> {
   /**
    * Calls visit for every value whose filter matches the topic. Topics starting with `$` are not
    * matched by a leading `+` or `#` [MQTT-4.7.2-1].
+   *
+   * Iterative over an explicit stack of (node, depth), never a call frame per level: a topic of
+   * any depth cannot overflow the call stack. Branches are visited in the order a depth-first
+   * recursion would (exact word before `+`). The stack arrays are kept between calls; a match
+   * started from inside visit (re-entrant) gets its own.
    */
   match(topic: string, visit: (value: T) => void): void {
     const levels = topic.split('/');
-    this.walk(this.root, levels, 0, visit, topic.charCodeAt(0) === 36);
-  }
-
-  private walk(node: TreeNode<T>, levels: string[], depth: number, visit: (v: T) => void, dollar: boolean) {
-    const children = node.children;
-    if (children.size === 0) return;
-    const wildOk = !(dollar && depth === 0);
-    if (wildOk) {
-      // `#` matches the parent level too: "a/#" matches "a" [MQTT-4.7.1-2].
-      const hash = children.get('#');
-      if (hash) for (const v of hash.values) visit(v);
-    }
-    if (depth === levels.length) return;
-    const exact = children.get(levels[depth]);
-    const last = depth + 1 === levels.length;
-    if (exact) {
-      if (last) {
-        for (const v of exact.values) visit(v);
-        const h = exact.children.get('#');
-        if (h) for (const v of h.values) visit(v);
-      } else this.walk(exact, levels, depth + 1, visit, dollar);
-    }
-    if (wildOk) {
-      const plus = children.get('+');
-      if (plus) {
-        if (last) {
+    const n = levels.length;
+    const dollar = topic.charCodeAt(0) === 36;
+    const nested = this.matching;
+    const nodes = nested ? [] : this.stackNodes;
+    const depths = nested ? [] : this.stackDepths;
+    this.matching = true;
+    try {
+      nodes[0] = this.root;
+      depths[0] = 0;
+      let sp = 1;
+      while (sp > 0) {
+        sp--;
+        const node = nodes[sp];
+        const depth = depths[sp];
+        const children = node.children;
+        if (children.size === 0) continue;
+        const wildOk = !(dollar && depth === 0);
+        if (wildOk) {
+          // `#` matches the parent level too: "a/#" matches "a" [MQTT-4.7.1-2].
+          const hash = children.get('#');
+          if (hash) for (const v of hash.values) visit(v);
+        }
+        if (depth === n) continue;
+        const last = depth + 1 === n;
+        // Pushed before the exact branch so that it is popped (walked) after it.
+        const plus = wildOk ? children.get('+') : undefined;
+        if (plus) {
+          if (!last) {
+            nodes[sp] = plus;
+            depths[sp] = depth + 1;
+            sp++;
+          }
+        }
+        const exact = children.get(levels[depth]);
+        if (exact) {
+          if (last) {
+            for (const v of exact.values) visit(v);
+            const h = exact.children.get('#');
+            if (h) for (const v of h.values) visit(v);
+          } else {
+            nodes[sp] = exact;
+            depths[sp] = depth + 1;
+            sp++;
+          }
+        }
+        if (plus && last) {
           for (const v of plus.values) visit(v);
           const h = plus.children.get('#');
           if (h) for (const v of h.values) visit(v);
-        } else this.walk(plus, levels, depth + 1, visit, dollar);
+        }
       }
+    } finally {
+      this.matching = nested;
     }
   }
 
@@ -136,6 +167,29 @@ export function validTopic(topic: string): boolean {
     if (c === 35 || c === 43 || c === 0) return false;
   }
   return true;
+}
+
+/**
+ * Whether a topic name or filter has at most maxLevels levels and maxLength bytes of UTF-8.
+ * Cheap enough for every PUBLISH: a UTF-16 unit is at most 3 UTF-8 bytes (a surrogate pair is 4
+ * for 2 units), so the byte length is computed only when length × 3 could exceed the limit, and a
+ * string shorter than maxLevels cannot have more levels than that.
+ */
+export function topicWithinLimits(topic: string, maxLevels: number, maxLength: number): boolean {
+  const len = topic.length;
+  if (len > maxLength) return false;
+  if (len * 3 > maxLength && Buffer.byteLength(topic) > maxLength) return false;
+  if (len < maxLevels) return true;
+  let levels = 1;
+  for (let i = 0; i < len; i++) {
+    if (topic.charCodeAt(i) === 47 && ++levels > maxLevels) return false;
+  }
+  return true;
+}
+
+/** A topic short enough for a log line. */
+export function clipTopic(topic: string): string {
+  return topic.length > 100 ? `${topic.slice(0, 100)}…` : topic;
 }
 
 /**

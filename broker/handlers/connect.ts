@@ -75,9 +75,11 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     serverKeepAlive = keepalive;
   }
 
-  // The will's topic must be a valid topic name (its UTF-8 was checked before, see validate.ts).
+  // The will's topic must be a valid topic name within the topic limits (its UTF-8 was checked
+  // before, see validate.ts): 5.0 CONNACK 0x90 (Topic Name invalid); 3.1.1 has no return code for
+  // it, so the connection is closed.
   const w = packet.will;
-  if (w && !validTopic(w.topic)) {
+  if (w && (!validTopic(w.topic) || !broker.limits.topic(w.topic))) {
     return version === 5
       ? refuse(0, RC.TOPIC_NAME_INVALID, 'invalid will topic')
       : conn.close(undefined, 'invalid will topic', false);

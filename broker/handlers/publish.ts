@@ -5,7 +5,7 @@ import type { Connection } from '../connection.js';
 import { allowPublish } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { RC } from '../reason-codes.js';
-import { validTopic, wellFormed } from '../topic-tree.js';
+import { clipTopic, validTopic, wellFormed } from '../topic-tree.js';
 
 /**
  * An inbound PUBLISH: resolve its topic alias, validate, route once, then acknowledge after the
@@ -51,7 +51,12 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   // section 3.3.2.1, 3.1.1 [MQTT-4.7.3-1]); topic names carry no wildcards [MQTT-3.3.2-2].
   if (!wellFormed(topic)) return conn.close(RC.MALFORMED_PACKET, 'topic name is not well-formed UTF-8');
   if (topic === '') return conn.close(RC.PROTOCOL_ERROR, 'empty topic name without topic alias');
-  if (!validTopic(topic)) return conn.close(RC.TOPIC_NAME_INVALID, `invalid topic name "${topic}"`);
+  if (!validTopic(topic))
+    return conn.close(RC.TOPIC_NAME_INVALID, `invalid topic name "${clipTopic(topic)}"`);
+  // Beyond --max-topic-levels / --max-topic-length (3.1.1 has no code: the connection is closed).
+  if (!broker.limits.topic(topic)) {
+    return conn.close(RC.TOPIC_NAME_INVALID, 'topic name beyond the topic limits');
+  }
 
   if (qos > 0 && conn.inboundUnacked >= broker.options.receiveMaximum) {
     // More unacknowledged QoS 1/2 publishes than our Receive Maximum [MQTT-3.3.4-9].

@@ -30,6 +30,11 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
   let joinedGroup = false;
 
   for (const s of packet.subscriptions) {
+    // Beyond --max-topic-levels / --max-topic-length: refused before anything splits it.
+    if (!broker.limits.filter(s.topic)) {
+      codes.push(v5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+      continue;
+    }
     const shared = parseShared(s.topic);
     const filter = shared ? shared.filter : s.topic;
     // A share name is non-empty and free of wildcards and `/` [MQTT-4.8.2-1] [MQTT-4.8.2-2].

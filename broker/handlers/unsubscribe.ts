@@ -17,7 +17,9 @@ export function handleUnsubscribe(conn: Connection, packet: IUnsubscribePacket):
   }
   const codes: number[] = [];
   for (const filter of packet.unsubscriptions) {
-    if (session.removeSubscription(filter)) {
+    // A filter beyond the topic limits was never granted: nothing to look up (5.0: 0x8F).
+    if (!broker.limits.filter(filter)) codes.push(RC.TOPIC_FILTER_INVALID);
+    else if (session.removeSubscription(filter)) {
       broker.router.remove(session, filter);
       if (session.persistent) broker.persistence.deleteSubscription(session.clientId, filter);
       codes.push(RC.SUCCESS);

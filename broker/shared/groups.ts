@@ -220,7 +220,16 @@ export class SharedGroups {
   async restore(): Promise<void> {
     const now = this.clock.now();
     let n = 0;
-    for await (const { group, rec } of this.broker.persistence.listGroupMessages()) {
+    const { limits, persistence } = this.broker;
+    for await (const { group, rec } of persistence.listGroupMessages()) {
+      // The id is `<share name>/<filter>`: its filter and the message's topic within the limits.
+      const filter = group.slice(group.indexOf('/') + 1);
+      const topic = rec.message.topic;
+      const filterOk = limits.topic(filter);
+      if (!limits.restorable('group message', filterOk ? topic : group, filterOk && limits.topic(topic))) {
+        persistence.deleteGroupMessage(group, rec.seq);
+        continue;
+      }
       n++;
       if (rec.member !== undefined && rec.packetId !== undefined && this.resumeInFlight(group, rec)) continue;
       const e: Waiting = {
