@@ -107,7 +107,7 @@ export const DEFAULTS = {
   tlsPort: 8883,
   wssPort: 8084,
   logLevel: 'info',
-  maxInflight: 100,
+  maxInflight: 1000,
   maxQueued: 10000,
   maxQueuedBytes: 256 * 1024 * 1024,
   queueOverflow: 'backpressure',

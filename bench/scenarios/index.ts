@@ -1,6 +1,6 @@
 /** Every scenario, in run order. Add new ones (persistence, shared subscriptions, …) here. */
 import type { Scenario } from '../scenario.js';
-import { fanIn } from './fan-in.js';
+import { fanIn, fanInTuned } from './fan-in.js';
 import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
 import { latency } from './latency.js';
@@ -13,6 +13,8 @@ export const scenarios: Scenario[] = [
   fanIn(0),
   fanIn(1),
   fanIn(2),
+  fanInTuned(1),
+  fanInTuned(2),
   fanOut,
   latency(0),
   latency(1),
