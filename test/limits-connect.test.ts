@@ -8,7 +8,7 @@ import type { MqttClient } from 'mqtt';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { generate } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { AddressRate, Flapping } from '../broker/limits.js';
+import { AddressRate, Flapping } from '../broker/client-limits.js';
 import { connect, connectPacket, nextMessages, RawClient, startBroker } from './helpers.js';
 
 /** A CONNECT the broker must refuse: the CONNACK it sends, after which the connection closes. */
@@ -65,7 +65,7 @@ describe('--max-connections', () => {
       hooks: { authenticate: async () => false },
     });
     for (let i = 0; i < 3; i++) expect((await refused(port, 5)).reasonCode).toBe(0x86);
-    expect(broker.limits.admitted).toBe(0);
+    expect(broker.clientLimits.admitted).toBe(0);
     expect(broker.stats.connectionsRefused.maxConnections).toBe(0);
   });
 });
