@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { MemoryPersistence } from '../persistence/memory.js';
 import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '../persistence/types.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
+import { ClientLimits, type ConnectionsRefused } from './client-limits.js';
 import { Connection, type ConnectionInfo } from './connection.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
@@ -51,6 +52,8 @@ export interface BrokerStats {
   sessions: number;
   subscriptions: number;
   retained: number;
+  /** Topic and payload bytes of the retained messages held. */
+  retainedBytes: number;
   messagesDropped: number;
   /** QoS 1/2 messages a full queue could not take at once (each handled by the overflow policy). */
   queueOverflows: number;
@@ -62,6 +65,20 @@ export interface BrokerStats {
   queuedBytes: number;
   /** 5.0 publishes answered 0x97 Quota exceeded under the `reject` policy. */
   publishesRejected: number;
+  /** CONNECTs refused by each limit, since start. */
+  connectionsRefused: ConnectionsRefused;
+  /** Times a connection's reading was paused for --max-publish-rate / --max-publish-bytes-rate. */
+  publishRateLimited: number;
+  /** Retained messages not stored for --max-retained / --max-retained-bytes (still routed unless refused). */
+  retainedRefused: number;
+  /** `$share` subscriptions refused for --max-shared-groups / --max-shared-groups-per-client. */
+  sharedGroupsRefused: number;
+  /** Sessions whose expiry interval was lowered to --max-session-expiry. */
+  sessionExpiryCapped: number;
+  /** Idempotency keys forgotten before their window ended, for --dedup-max-keys. */
+  dedupKeysForgotten: number;
+  /** Client ids currently banned for flapping. */
+  flappingBanned: number;
 }
 
 /** The broker: sessions, routing and retained state over any number of transports. */
@@ -85,6 +102,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   publishesRejected = 0;
   /** maxTopicLevels / maxTopicLength, for every topic and filter. */
   readonly limits: TopicLimits;
+  /** Limits against abusive clients (broker/client-limits.ts): connect rate, flapping, publish rate, their counters. */
+  readonly clientLimits: ClientLimits;
   private transports: Transport[] = [];
   private started: Promise<void> | null = null;
   private stopping = false;
@@ -104,10 +123,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.persistence.onCallbackError ??= (err) =>
       this.log.error({ err }, 'exception in a persistence callback');
     this.limits = new TopicLimits(this.options.maxTopicLevels, this.options.maxTopicLength, this.log);
-    this.retained = new RetainedStore(this.persistence);
+    this.clientLimits = new ClientLimits(this.options, this.log);
+    this.retained = new RetainedStore(
+      this.persistence,
+      this.options.maxRetained,
+      this.options.maxRetainedBytes,
+    );
     this.shares = new SharedGroups(this);
     this.router = new Router(this.shares);
-    this.dedup = new Dedup(this.persistence, this.options.dedupWindow);
+    this.dedup = new Dedup(this.persistence, this.options.dedupWindow, this.options.dedupMaxKeys);
     this.wills = new WillScheduler(this);
     this.flow = new Flow(this.options.maxMemory, this.options.stuckTimeout * 1000);
     // One timer for every connection's keep-alive and CONNECT deadline, instead of one each.
@@ -120,6 +144,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     try {
       this.flow.tick(now);
       if (this.started) this.dedup.purge(now);
+      this.clientLimits.prune(now);
     } catch (err) {
       this.log.error({ err }, 'exception in the sweep');
     }
@@ -127,7 +152,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const c of this.connections) {
       try {
         if (c.state === 'connected') {
-          if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs)
+          // Not while its reading is paused for its publish rate: what it sent is not being read.
+          if (c.keepaliveMs > 0 && now - c.lastSeen > c.keepaliveMs && !c.ratePaused)
             c.close(RC.KEEP_ALIVE_TIMEOUT, 'keep-alive timeout');
         } else if ((c.state === 'new' || c.state === 'connecting') && c.createdAt < connectDeadline) {
           // Also bounds a CONNECT whose authentication never answers.
@@ -210,7 +236,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Routes a message from no client (wills, the embedding API); false when a queue overflowed. */
   publishMessage(msg: Message, from: Session | null): boolean {
-    if (msg.retain) this.retained.set(msg);
+    // Over the retained bounds the message is still routed, only not retained (nobody to tell).
+    if (msg.retain && !this.retained.set(msg)) this.retainRefused(msg.topic, from?.clientId ?? null);
     this.router.route(msg, from);
     this.emit('publish', msg, from?.clientId ?? null);
     const fits = this.flow.overflowed.length === 0;
@@ -218,18 +245,37 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return fits;
   }
 
+  /** Counts and logs a retained message not stored for --max-retained / --max-retained-bytes. */
+  retainRefused(topic: string, clientId: string | null): void {
+    this.clientLimits.hit('retained', {
+      clientId,
+      topic,
+      retained: this.retained.size,
+      retainedBytes: this.retained.bytes,
+    });
+  }
+
   get stats(): BrokerStats {
+    const l = this.clientLimits;
     return {
       connections: this.connections.size,
       sessions: this.sessions.size,
       subscriptions: this.router.size,
       retained: this.retained.size,
+      retainedBytes: this.retained.bytes,
       messagesDropped: this.droppedCount,
       queueOverflows: this.flow.overflows,
       publishersWaiting: [...this.connections].filter((c) => c.blocked).length,
       stuckConsumers: this.flow.stuckConsumers,
       queuedBytes: this.flow.memoryHeld,
       publishesRejected: this.publishesRejected,
+      connectionsRefused: { ...l.refused },
+      publishRateLimited: l.publishRateLimited,
+      retainedRefused: l.retainedRefused,
+      sharedGroupsRefused: l.sharedGroupsRefused,
+      sessionExpiryCapped: l.sessionExpiryCapped,
+      dedupKeysForgotten: this.dedup.forgotten,
+      flappingBanned: l.flapping.banned,
     };
   }
 
@@ -297,6 +343,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Called once when a connection ends, however it ends. */
   connectionEnded(conn: Connection, why: string, fireWill: boolean): void {
     this.connections.delete(conn);
+    if (conn.admitted) this.clientLimits.admitted--;
     const session = conn.session;
     conn.session = null;
     const owned = session !== null && session.conn === conn;

@@ -157,6 +157,86 @@ const FLAGS = {
     default: String(DEFAULTS.dedupWindow),
     help: 'seconds an idempotency-key user property is remembered per publisher and topic (0 = off)',
   },
+  'dedup-max-keys': {
+    type: 'string',
+    default: String(DEFAULTS.dedupMaxKeys),
+    help: 'idempotency keys remembered at most; beyond it the oldest is forgotten (0 = no limit)',
+  },
+  'max-connections': {
+    type: 'string',
+    default: String(DEFAULTS.maxConnections),
+    help: 'clients connected at once; more are refused with CONNACK 0x97 / 3.1.1 0x03 (0 = no limit)',
+  },
+  'connect-rate': {
+    type: 'string',
+    default: String(DEFAULTS.connectRate),
+    help: 'CONNECTs a second per source address, beyond --connect-burst: CONNACK 0x9F / 0x03 (0 = no limit)',
+  },
+  'connect-burst': {
+    type: 'string',
+    default: String(DEFAULTS.connectBurst),
+    help: 'CONNECTs a source address may make at once before --connect-rate applies',
+  },
+  'max-publish-rate': {
+    type: 'string',
+    default: String(DEFAULTS.maxPublishRate),
+    help: 'inbound PUBLISH packets a second per client; over it its socket is not read for a while (0 = no limit)',
+  },
+  'max-publish-bytes-rate': {
+    type: 'string',
+    default: String(DEFAULTS.maxPublishBytesRate),
+    help: 'inbound PUBLISH bytes a second per client; over it its socket is not read for a while (0 = no limit)',
+  },
+  'max-client-id-length': {
+    type: 'string',
+    default: String(DEFAULTS.maxClientIdLength),
+    help: 'longest client id, UTF-8 bytes; longer: CONNACK 0x85 / 0x02 (0 = no limit)',
+  },
+  'flapping-max-connects': {
+    type: 'string',
+    default: String(DEFAULTS.flappingMaxConnects),
+    help: 'connects of one client id within --flapping-window beyond which it is banned (0 = off)',
+  },
+  'flapping-window': {
+    type: 'string',
+    default: String(DEFAULTS.flappingWindow),
+    help: 'seconds over which the connects of a client id are counted',
+  },
+  'flapping-ban': {
+    type: 'string',
+    default: String(DEFAULTS.flappingBan),
+    help: 'seconds a flapping client id is refused with CONNACK 0x8A / 0x05',
+  },
+  'max-session-expiry': {
+    type: 'string',
+    default: String(DEFAULTS.maxSessionExpiry),
+    help: 'largest session expiry interval, seconds; 3.1.1 persistent sessions expire after it too (0 = no limit)',
+  },
+  'max-retained': {
+    type: 'string',
+    default: String(DEFAULTS.maxRetained),
+    help: 'retained messages held at most (0 = no limit)',
+  },
+  'max-retained-bytes': {
+    type: 'string',
+    default: String(DEFAULTS.maxRetainedBytes),
+    help: 'bytes (topic + payload) of retained messages held at most (0 = no limit)',
+  },
+  'max-shared-groups': {
+    type: 'string',
+    default: String(DEFAULTS.maxSharedGroups),
+    help: 'shared subscription groups at most; a SUBSCRIBE creating one more gets 0x97 / 0x80 (0 = no limit)',
+  },
+  'max-shared-groups-per-client': {
+    type: 'string',
+    default: String(DEFAULTS.maxSharedGroupsPerClient),
+    help: 'shared subscription groups one client may create (0 = no limit)',
+  },
+  'max-connect-size': {
+    type: 'string',
+    default: String(DEFAULTS.maxConnectSize),
+    help: 'largest CONNECT, bytes: what a connection may buffer before CONNECT is complete',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
@@ -165,7 +245,7 @@ function usage(): string {
   for (const [name, f] of Object.entries(FLAGS)) {
     const d = f.default as string | boolean | readonly string[];
     const def = ` (default: ${f.type === 'boolean' ? 'off' : d === '' || Array.isArray(d) ? 'none' : d})`;
-    lines.push(`  --${name.padEnd(24)} ${f.help}${def}`);
+    lines.push(`  --${name.padEnd(29)} ${f.help}${def}`);
   }
   return lines.join('\n');
 }
@@ -281,6 +361,22 @@ async function main(): Promise<void> {
     retryFactor,
     retryMaxAttempts: int('retry-max-attempts', s('retry-max-attempts')),
     dedupWindow: int('dedup-window', s('dedup-window')),
+    dedupMaxKeys: int('dedup-max-keys', s('dedup-max-keys')),
+    maxConnections: int('max-connections', s('max-connections')),
+    connectRate: int('connect-rate', s('connect-rate')),
+    connectBurst: int('connect-burst', s('connect-burst')),
+    maxPublishRate: int('max-publish-rate', s('max-publish-rate')),
+    maxPublishBytesRate: int('max-publish-bytes-rate', s('max-publish-bytes-rate')),
+    maxClientIdLength: int('max-client-id-length', s('max-client-id-length')),
+    flappingMaxConnects: int('flapping-max-connects', s('flapping-max-connects')),
+    flappingWindow: int('flapping-window', s('flapping-window')),
+    flappingBan: int('flapping-ban', s('flapping-ban')),
+    maxSessionExpiry: int('max-session-expiry', s('max-session-expiry')),
+    maxRetained: int('max-retained', s('max-retained')),
+    maxRetainedBytes: int('max-retained-bytes', s('max-retained-bytes')),
+    maxSharedGroups: int('max-shared-groups', s('max-shared-groups')),
+    maxSharedGroupsPerClient: int('max-shared-groups-per-client', s('max-shared-groups-per-client')),
+    maxConnectSize: int('max-connect-size', s('max-connect-size')),
   });
   try {
     await broker.listen();

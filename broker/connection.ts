@@ -10,6 +10,7 @@ import type { QoS } from '../persistence/types.js';
 import type { ClientInfo } from '../plugins/types.js';
 import type { Broker } from './broker.js';
 import { ByteQueue } from './byte-queue.js';
+import type { PublishRate } from './client-limits.js';
 import { type EncodeCache, encodePublish } from './encode.js';
 import { dispatch } from './handlers/index.js';
 import type { Message } from './message.js';
@@ -86,6 +87,8 @@ type AckCmd = 'puback' | 'pubrec' | 'pubrel' | 'pubcomp';
 const PAUSE_WRITE = 1;
 /** Reading paused because a queue this publisher feeds is full (backpressure). */
 const PAUSE_FLOW = 2;
+/** Reading paused because the client is over --max-publish-rate / --max-publish-bytes-rate. */
+const PAUSE_RATE = 4;
 
 // A success acknowledgement differs from another only in its packet id: each form is encoded once
 // by mqtt-packet, then copied with the two id bytes patched.
@@ -151,6 +154,10 @@ export class Connection {
   private blockedOn = 0;
   /** PUBACK / PUBREC held while blocked, in order: [cmd, packet id, reason code] per ack. */
   private heldAcks: (AckCmd | number)[] | null = null;
+  /** Counted against --max-connections (see ClientLimits.admitted). */
+  admitted = false;
+  /** Inbound publish rate, when --max-publish-rate or --max-publish-bytes-rate is set (client-limits.ts). */
+  publishRate: PublishRate | null = null;
   /** Epoch ms of the stream's creation and of the last bytes received (for the keep-alive sweep). */
   readonly createdAt = Date.now();
   lastSeen = this.createdAt;
@@ -211,9 +218,15 @@ export class Connection {
     }
   }
 
+  /** Largest packet accepted now: until CONNECT is in, only --max-connect-size is buffered. */
+  maxIncoming(): number {
+    const o = this.broker.options;
+    return this.state === 'new' ? Math.min(o.maxConnectSize, o.maxPacketSize) : o.maxPacketSize;
+  }
+
   onPacket(packet: Packet): void {
     if (this.closing) return;
-    if (packet.length !== undefined && packetSize(packet.length) > this.broker.options.maxPacketSize) {
+    if (packet.length !== undefined && packetSize(packet.length) > this.maxIncoming()) {
       this.tooLarge();
       return;
     }
@@ -263,6 +276,11 @@ export class Connection {
     if (this.pausedBy === 0 && this.backlog === null && !this.closing) this.stream.resume();
   }
 
+  /** Not read for its publish rate: the keep-alive sweep leaves it alone meanwhile. */
+  get ratePaused(): boolean {
+    return (this.pausedBy & PAUSE_RATE) !== 0;
+  }
+
   get blocked(): boolean {
     return this.blockedOn > 0;
   }
@@ -298,6 +316,14 @@ export class Connection {
     this.sendAck(cmd, packetId, reasonCode);
   }
 
+  /** Stops or resumes reading for the publish rate (client-limits.ts chargePublish). */
+  ratePause(on: boolean): void {
+    if (on) return this.pauseReading(PAUSE_RATE);
+    // Not read meanwhile is not silent: the keep-alive counts from now.
+    this.lastSeen = Date.now();
+    this.resumeReading(PAUSE_RATE);
+  }
+
   onParseError(err: Error): void {
     if (!this.closing) parseError(this, err);
   }
@@ -320,6 +346,13 @@ export class Connection {
   }
 
   tooLarge(): void {
+    // A CONNECT over --max-connect-size is closed without CONNACK: its version is not known yet,
+    // and 5.0 section 3.1.4 lets a server close a connection whose CONNECT it does not accept.
+    if (this.state === 'new') {
+      this.broker.clientLimits.hit('connectSize', { address: this.info.remoteAddress });
+      this.close(undefined, 'CONNECT too large', false);
+      return;
+    }
     this.close(RC.PACKET_TOO_LARGE, 'packet too large');
   }
 
@@ -495,6 +528,7 @@ export class Connection {
   private finish(why: string, fireWill: boolean): void {
     if (this.state !== 'closed' && this.state !== 'closing') this.state = 'closing';
     this.backlog = null;
+    this.publishRate?.stop();
     this.broker.connectionEnded(this, why, fireWill);
   }
 }

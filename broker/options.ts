@@ -82,6 +82,41 @@ export interface BrokerOptions {
   maxTopicLevels?: number;
   /** UTF-8 bytes a topic name or filter may have. Default (and most) 65535, the MQTT string limit. */
   maxTopicLength?: number;
+  /** Idempotency keys remembered at most; beyond it the oldest is forgotten. 0 = no limit. */
+  dedupMaxKeys?: number;
+  /** Clients connecting or connected at once; beyond it CONNECT is refused. 0 = no limit. */
+  maxConnections?: number;
+  /** CONNECTs a second per source address (token bucket refill); 0 = no limit. */
+  connectRate?: number;
+  /** CONNECTs a source address may make at once (token bucket size). */
+  connectBurst?: number;
+  /** Inbound PUBLISH packets a second per connection; over it reading pauses. 0 = no limit. */
+  maxPublishRate?: number;
+  /** Inbound PUBLISH bytes a second per connection; over it reading pauses. 0 = no limit. */
+  maxPublishBytesRate?: number;
+  /** Longest client id, UTF-8 bytes. 0 = no limit (beyond the protocol's 65535). */
+  maxClientIdLength?: number;
+  /** Connects of one client id within flappingWindow beyond which it is banned. 0 = off. */
+  flappingMaxConnects?: number;
+  /** Seconds over which connects of a client id are counted for flapping. */
+  flappingWindow?: number;
+  /** Seconds a flapping client id is refused. */
+  flappingBan?: number;
+  /**
+   * Upper bound on a session's expiry interval, seconds; 3.1.1 persistent sessions (which never
+   * expire by the protocol) expire after it too. 0 = no bound.
+   */
+  maxSessionExpiry?: number;
+  /** Retained messages held at most. 0 = no limit. */
+  maxRetained?: number;
+  /** Bytes (topic + payload) of retained messages held at most. 0 = no limit. */
+  maxRetainedBytes?: number;
+  /** Shared subscription groups at most. 0 = no limit. */
+  maxSharedGroups?: number;
+  /** Shared subscription groups one client may have created (that still exist). 0 = no limit. */
+  maxSharedGroupsPerClient?: number;
+  /** Largest CONNECT, bytes: what a connection may buffer before its CONNECT is complete. */
+  maxConnectSize?: number;
 }
 
 export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
@@ -128,6 +163,22 @@ export const DEFAULTS = {
   dedupWindow: 600,
   maxTopicLevels: 128,
   maxTopicLength: 65535,
+  dedupMaxKeys: 1_000_000,
+  maxConnections: 100_000,
+  connectRate: 1000,
+  connectBurst: 10_000,
+  maxPublishRate: 0,
+  maxPublishBytesRate: 0,
+  maxClientIdLength: 256,
+  flappingMaxConnects: 15,
+  flappingWindow: 60,
+  flappingBan: 300,
+  maxSessionExpiry: 7 * 24 * 3600,
+  maxRetained: 1_000_000,
+  maxRetainedBytes: 256 * 1024 * 1024,
+  maxSharedGroups: 10_000,
+  maxSharedGroupsPerClient: 100,
+  maxConnectSize: 64 * 1024,
 } as const;
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
@@ -171,6 +222,22 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     dedupWindow: Math.max(0, o.dedupWindow ?? DEFAULTS.dedupWindow),
     maxTopicLevels: clamp(o.maxTopicLevels ?? DEFAULTS.maxTopicLevels, 1, 65536),
     maxTopicLength: clamp(o.maxTopicLength ?? DEFAULTS.maxTopicLength, 1, 65535),
+    dedupMaxKeys: count(o.dedupMaxKeys ?? DEFAULTS.dedupMaxKeys),
+    maxConnections: count(o.maxConnections ?? DEFAULTS.maxConnections),
+    connectRate: Math.max(0, o.connectRate ?? DEFAULTS.connectRate),
+    connectBurst: Math.max(1, o.connectBurst ?? DEFAULTS.connectBurst),
+    maxPublishRate: Math.max(0, o.maxPublishRate ?? DEFAULTS.maxPublishRate),
+    maxPublishBytesRate: Math.max(0, o.maxPublishBytesRate ?? DEFAULTS.maxPublishBytesRate),
+    maxClientIdLength: clamp(o.maxClientIdLength ?? DEFAULTS.maxClientIdLength, 0, 65535),
+    flappingMaxConnects: count(o.flappingMaxConnects ?? DEFAULTS.flappingMaxConnects),
+    flappingWindow: Math.max(0, o.flappingWindow ?? DEFAULTS.flappingWindow),
+    flappingBan: Math.max(0, o.flappingBan ?? DEFAULTS.flappingBan),
+    maxSessionExpiry: clamp(o.maxSessionExpiry ?? DEFAULTS.maxSessionExpiry, 0, 0xffffffff),
+    maxRetained: count(o.maxRetained ?? DEFAULTS.maxRetained),
+    maxRetainedBytes: count(o.maxRetainedBytes ?? DEFAULTS.maxRetainedBytes),
+    maxSharedGroups: count(o.maxSharedGroups ?? DEFAULTS.maxSharedGroups),
+    maxSharedGroupsPerClient: count(o.maxSharedGroupsPerClient ?? DEFAULTS.maxSharedGroupsPerClient),
+    maxConnectSize: Math.max(64, Math.floor(o.maxConnectSize ?? DEFAULTS.maxConnectSize)),
   };
 }
 
@@ -193,6 +260,11 @@ export function defaultMaxMemory(): number {
   const total = totalmem();
   const usable = constrained > 0 && constrained < total ? constrained : total;
   return Math.floor(usable * 0.75);
+}
+
+/** A non-negative integer limit (0 = none). */
+function count(n: number): number {
+  return Math.max(0, Math.floor(n));
 }
 
 function clamp(n: number, lo: number, hi: number): number {

@@ -13,13 +13,24 @@ export async function restoreState(broker: Broker): Promise<void> {
   const p = broker.persistence;
   await p.open();
   const limits = broker.limits;
+  let overRetained = 0;
   for await (const msg of p.listRetained()) {
-    if (limits.restorable('retained', msg.topic, limits.topic(msg.topic))) broker.retained.load(msg);
-    else p.setRetained(msg.topic, null);
+    if (!limits.restorable('retained', msg.topic, limits.topic(msg.topic))) p.setRetained(msg.topic, null);
+    else if (!broker.retained.load(msg)) overRetained++;
+  }
+  if (overRetained > 0) {
+    // Kept on disk: raising the bounds serves them again after a restart.
+    broker.log.warn(
+      { loaded: broker.retained.size, notLoaded: overRetained },
+      'retained messages beyond --max-retained / --max-retained-bytes not loaded',
+    );
   }
   const now = Date.now();
   const ended: string[] = [];
+  const cap = broker.options.maxSessionExpiry;
   for await (const rec of p.listSessions()) {
+    // A bound lowered since the session was stored applies to it too.
+    if (cap > 0 && rec.expiryInterval > cap) rec.expiryInterval = cap;
     const left =
       rec.expiryInterval === NEVER_EXPIRES
         ? 1

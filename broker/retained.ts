@@ -10,32 +10,76 @@ class Node {
   ) {}
 }
 
+/** What a retained message counts against --max-retained-bytes. */
+function sizeOf(msg: Message): number {
+  return Buffer.byteLength(msg.topic) + msg.payload.length;
+}
+
 /**
  * Retained messages, one per topic, in a trie keyed by topic level so that a subscribe walks only
- * the branches its filter can match. Writes go through to persistence.
+ * the branches its filter can match. Writes go through to persistence. Bounded in count and in
+ * bytes: a message that would exceed a bound is not stored (replacing one is, if its bytes fit).
  */
 export class RetainedStore {
   private readonly root = new Node(null, '');
   private count = 0;
+  private total = 0;
+  /** Some stored messages were not loaded at start (over the bounds): they are still on disk. */
+  private partial = false;
 
-  constructor(private readonly persistence: Persistence) {}
+  constructor(
+    private readonly persistence: Persistence,
+    /** Messages held at most; 0 = no limit. */
+    private readonly maxCount = 0,
+    /** Topic + payload bytes held at most; 0 = no limit. */
+    private readonly maxBytes = 0,
+  ) {}
 
   get size(): number {
     return this.count;
   }
 
-  /** Stores or (empty payload) clears the retained message of msg.topic [MQTT-3.3.1-5] [MQTT-3.3.1-6]. */
-  set(msg: Message): void {
-    if (msg.payload.length === 0) {
-      if (this.remove(msg.topic)) this.persistence.setRetained(msg.topic, null);
-      return;
-    }
-    this.load(msg);
-    this.persistence.setRetained(msg.topic, msg);
+  /** Topic and payload bytes held. */
+  get bytes(): number {
+    return this.total;
   }
 
-  /** Adds a message restored from persistence, without writing it back. */
-  load(msg: Message): void {
+  /**
+   * Whether a retained message of this topic and payload size would be stored: within the bounds,
+   * counting the one it replaces. An empty payload (a clear) always is.
+   */
+  admits(topic: string, payloadLength: number): boolean {
+    if (payloadLength === 0 || (this.maxCount === 0 && this.maxBytes === 0)) return true;
+    const old = this.find(topic)?.msg;
+    if (this.maxCount > 0 && old === undefined && this.count >= this.maxCount) return false;
+    const bytes = this.total - (old ? sizeOf(old) : 0) + Buffer.byteLength(topic) + payloadLength;
+    return this.maxBytes === 0 || bytes <= this.maxBytes;
+  }
+
+  /**
+   * Stores or (empty payload) clears the retained message of msg.topic [MQTT-3.3.1-5] [MQTT-3.3.1-6].
+   * Returns false when it was not stored for the bounds (the previous one stays).
+   */
+  set(msg: Message): boolean {
+    if (msg.payload.length === 0) {
+      // Deleted on disk even when not held if some were not loaded: a cleared one must not come back.
+      if (this.remove(msg.topic) || this.partial) this.persistence.setRetained(msg.topic, null);
+      return true;
+    }
+    if (!this.put(msg)) return false;
+    this.persistence.setRetained(msg.topic, msg);
+    return true;
+  }
+
+  /** Adds a message restored from persistence, without writing it back; false when over the bounds. */
+  load(msg: Message): boolean {
+    if (this.put(msg)) return true;
+    this.partial = true;
+    return false;
+  }
+
+  private put(msg: Message): boolean {
+    if (!this.admits(msg.topic, msg.payload.length)) return false;
     let node = this.root;
     for (const word of msg.topic.split('/')) {
       let next = node.children.get(word);
@@ -46,16 +90,25 @@ export class RetainedStore {
       node = next;
     }
     if (!node.msg) this.count++;
+    else this.total -= sizeOf(node.msg);
     node.msg = msg;
+    this.total += sizeOf(msg);
+    return true;
   }
 
-  private remove(topic: string): boolean {
+  private find(topic: string): Node | undefined {
     let node: Node | undefined = this.root;
     for (const word of topic.split('/')) {
       node = node.children.get(word);
-      if (!node) return false;
+      if (!node) return undefined;
     }
-    if (!node.msg) return false;
+    return node;
+  }
+
+  private remove(topic: string): boolean {
+    let node: Node | undefined = this.find(topic);
+    if (!node?.msg) return false;
+    this.total -= sizeOf(node.msg);
     node.msg = undefined;
     this.count--;
     while (node.parent && !node.msg && node.children.size === 0) {

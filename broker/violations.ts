@@ -26,8 +26,8 @@ export function checkArriving(conn: Connection, cmd: Packet['cmd'] | 'reserved',
     conn.close(RC.MALFORMED_PACKET, 'reserved packet type');
   } else if (SERVER_ONLY.has(cmd)) {
     conn.close(RC.PROTOCOL_ERROR, `unexpected ${cmd} from client`);
-  } else if (length > 0 && packetSize(length) > conn.broker.options.maxPacketSize) {
-    // Rejected as soon as its declared length is over our maximum.
+  } else if (length > 0 && packetSize(length) > conn.maxIncoming()) {
+    // Rejected as soon as its declared length is over our maximum (before CONNECT: --max-connect-size).
     conn.tooLarge();
   }
 }

@@ -506,9 +506,9 @@ describe('what expires while the broker is down is gone after the restart', () =
     expect(Inbox.brief(await kept.inbox.take(1))).toEqual(['sx/1:queued']);
   });
 
-  it('v4: a clean=0 session never expires: still there after a year of downtime', async () => {
+  it('v4: with --max-session-expiry 0 a clean=0 session never expires: still there after a year of downtime', async () => {
     const d = await dataDir();
-    let b = await d.start();
+    let b = await d.start({ maxSessionExpiry: 0 });
     const id = uid('forever');
     const c = await connectAck(b.url, persistent(4, id));
     await c.client.subscribeAsync('yr/#', { qos: 1 });
@@ -517,10 +517,35 @@ describe('what expires while the broker is down is gone after the restart', () =
     await pub.publishAsync('yr/1', 'still here', { qos: 1 });
     await d.stop();
     advanceDate(365 * 24 * 3600 * 1000);
-    b = await d.start();
+    b = await d.start({ maxSessionExpiry: 0 });
     const again = await connectAck(b.url, persistent(4, id));
     expect(again.connack.sessionPresent).toBe(true);
     expect(Inbox.brief(await again.inbox.take(1))).toEqual(['yr/1:still here']);
+  });
+
+  it('v4: by default a clean=0 session expires after --max-session-expiry (7 days) of downtime, like 5.0 ones', async () => {
+    const d = await dataDir();
+    let b = await d.start();
+    const ids = { kept: uid('week-kept'), gone: uid('week-gone') };
+    for (const id of Object.values(ids)) {
+      const c = await connectAck(b.url, persistent(4, id));
+      await c.client.subscribeAsync('wk/#', { qos: 1 });
+      await leave(b.broker, c.client, id);
+    }
+    await d.stop();
+    advanceDate(6 * 24 * 3600 * 1000);
+    b = await d.start();
+    // Back after 6 days: present, and its expiry counts again from its next disconnect.
+    const kept = await connectAck(b.url, persistent(4, ids.kept));
+    expect(kept.connack.sessionPresent).toBe(true);
+    await leave(b.broker, kept.client, ids.kept);
+    await d.stop();
+    advanceDate(2 * 24 * 3600 * 1000);
+    b = await d.start();
+    expect(b.broker.sessions.has(ids.gone)).toBe(false);
+    expect(b.broker.sessions.has(ids.kept)).toBe(true);
+    const gone = await connectAck(b.url, persistent(4, ids.gone));
+    expect(gone.connack.sessionPresent).toBe(false);
   });
 });
 

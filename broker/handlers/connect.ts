@@ -28,6 +28,15 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     conn.close(undefined, why, false);
   };
 
+  // First, before any other work: CONNECTs per source address (a token bucket each).
+  const limits = broker.clientLimits;
+  const now = Date.now();
+  const address = conn.info.remoteAddress;
+  if (address !== undefined && !limits.addresses.take(address, now)) {
+    limits.hit('connectRate', { address });
+    return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.CONNECTION_RATE_EXCEEDED, 'connect rate exceeded');
+  }
+
   // Level 3 goes with "MQIsdp", 4 and 5 with "MQTT" [MQTT-3.1.2-1] [MQTT-3.1.2-2].
   if ((packet.protocolId === 'MQIsdp') !== (version === 3)) {
     return refuse(
@@ -59,6 +68,25 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     clientId = `heron-${randomBytes(8).toString('hex')}`;
     if (version === 5) assigned = clientId;
   }
+  if (opts.maxClientIdLength > 0 && Buffer.byteLength(clientId) > opts.maxClientIdLength) {
+    limits.hit('clientIdLength', { address, length: Buffer.byteLength(clientId) });
+    return refuse(CONNACK_V4.IDENTIFIER_REJECTED, RC.CLIENT_IDENTIFIER_NOT_VALID, 'client id too long');
+  }
+  if (limits.flapping.isBanned(clientId, now)) {
+    limits.hit('flapping', { clientId, address });
+    return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.BANNED, 'client id banned for flapping');
+  }
+  // At --max-connections only a client taking over its own connected session gets in.
+  if (
+    opts.maxConnections > 0 &&
+    limits.admitted >= opts.maxConnections &&
+    !broker.sessions.get(clientId)?.conn
+  ) {
+    limits.hit('maxConnections', { clientId, address, connections: limits.admitted });
+    return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.QUOTA_EXCEEDED, 'too many connections');
+  }
+  conn.admitted = true;
+  limits.admitted++;
   if (version === 5 && (props?.receiveMaximum === 0 || props?.maximumPacketSize === 0)) {
     // Zero is not a valid Receive Maximum or Maximum Packet Size.
     return conn.close(RC.PROTOCOL_ERROR, 'zero receive maximum or maximum packet size');
@@ -105,6 +133,11 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
         'authentication failed',
       );
   }
+  // Counted once authenticated, so that nobody can get another client's id banned.
+  if (limits.flapping.connected(clientId, Date.now())) {
+    limits.hit('flapping', { clientId, address });
+    return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.BANNED, 'client id banned for flapping');
+  }
 
   if (version === 5) {
     conn.outboundWindow = Math.min(opts.maxInflight, props?.receiveMaximum ?? 65535);
@@ -137,7 +170,11 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       conn.will.expiryInterval = wp.messageExpiryInterval;
   }
 
-  const expiry = version === 5 ? (props?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES;
+  // --max-session-expiry bounds what a 5.0 client asks for (it is told, below) and ends 3.1.1
+  // persistent sessions, which never expire by the protocol, after as long.
+  const asked = version === 5 ? (props?.sessionExpiryInterval ?? 0) : clean ? 0 : NEVER_EXPIRES;
+  const expiry = opts.maxSessionExpiry > 0 ? Math.min(asked, opts.maxSessionExpiry) : asked;
+  if (expiry !== asked) limits.sessionExpiryCapped++;
   const { session, present } = broker.attachSession(conn, clientId, version, expiry, clean);
 
   const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
@@ -154,6 +191,8 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
     };
     if (assigned) p.assignedClientIdentifier = assigned;
     if (serverKeepAlive !== undefined) p.serverKeepAlive = serverKeepAlive;
+    // The client is told the Session Expiry Interval used when it differs from its own (5.0 section 3.2.2.3.2).
+    if (expiry !== asked) p.sessionExpiryInterval = expiry;
     connack.properties = p;
   } else connack.returnCode = CONNACK_V4.ACCEPTED;
 

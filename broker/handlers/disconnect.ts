@@ -13,7 +13,9 @@ export function handleDisconnect(conn: Connection, packet: IDisconnectPacket): v
     if (session.expiryInterval === 0 && expiry !== 0) {
       return conn.close(RC.PROTOCOL_ERROR, 'session expiry set from 0 at DISCONNECT');
     }
-    session.expiryInterval = expiry;
+    // Still within --max-session-expiry.
+    const cap = conn.broker.options.maxSessionExpiry;
+    session.expiryInterval = cap > 0 ? Math.min(expiry, cap) : expiry;
   }
   const withWill = conn.protocolVersion === 5 && packet.reasonCode === RC.DISCONNECT_WITH_WILL;
   // Without the will, which is deleted from storage too (broker.connectionEnded).

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket } from 'mqtt-packet';
 import type { MessageProperties } from '../../persistence/types.js';
+import { chargePublish } from '../client-limits.js';
 import type { Connection } from '../connection.js';
 import { allowPublish } from '../hooks.js';
 import { createMessage } from '../message.js';
@@ -18,6 +19,8 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const id = packet.messageId ?? 0;
   let topic = packet.topic;
   const props = packet.properties;
+  // Over --max-publish-rate / --max-publish-bytes-rate this one is still handled, then reading pauses.
+  chargePublish(conn, packet.length ?? 0);
 
   // DUP must be 0 at QoS 0 [MQTT-3.3.1-2]; QoS 1/2 need a non-zero Packet Identifier
   // [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3]).
@@ -72,11 +75,19 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
 
   const payload = packet.payload as Buffer;
   let reasonCode: number = RC.SUCCESS;
+  let retain = packet.retain;
   if (v5 && props?.payloadFormatIndicator && !isUtf8(payload)) {
     reasonCode = RC.PAYLOAD_FORMAT_INVALID;
   } else if (broker.hooks.authorizePublish && !allowPublish(conn, topic)) {
     // 3.1.1 cannot say no: the message is acknowledged and dropped [MQTT-3.3.5-2].
     reasonCode = RC.NOT_AUTHORIZED;
+  } else if (retain && !broker.retained.admits(topic, payload.length)) {
+    // Over --max-retained / --max-retained-bytes: a 5.0 QoS 1/2 publisher is told 0x97 Quota
+    // exceeded and the message goes nowhere (a failure code means not accepted: routing it anyway
+    // would deliver the publisher's retry twice). Others cannot be told: routed, not retained.
+    retain = false;
+    broker.retainRefused(topic, conn.clientId);
+    if (v5 && qos > 0) reasonCode = RC.QUOTA_EXCEEDED;
   }
 
   // A refused QoS 2 message ends at PUBREC: no PUBREL follows, so nothing is remembered. An
@@ -99,7 +110,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
     // This client used its idempotency key on this topic within the dedup window: acknowledged
     // as usual, not delivered (or retained) again.
   } else {
-    const retained = packet.retain || qos > 0;
+    const retained = retain || qos > 0;
     // Keep a private copy of bodies that outlive this tick so they don't pin the socket's chunk.
     const body =
       retained && payload.byteLength !== payload.buffer.byteLength ? Buffer.from(payload) : payload;
@@ -125,7 +136,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
         conn.inboundUnacked--;
       }
     } else {
-      if (packet.retain) broker.retained.set(msg);
+      if (retain && !broker.retained.set(msg)) broker.retainRefused(topic, conn.clientId);
       if (reached === 0 && v5) reasonCode = RC.NO_MATCHING_SUBSCRIBERS;
       broker.emit('publish', msg, conn.clientId);
       // A queue took it beyond its bound: this publisher is not read from, and its acknowledgements

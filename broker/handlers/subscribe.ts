@@ -54,6 +54,17 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
       codes.push(v5 ? RC.QUOTA_EXCEEDED : 0x80);
       continue;
     }
+    // A new shared group within --max-shared-groups and --max-shared-groups-per-client.
+    const creates = shared !== null && broker.shares.find(shared.group, shared.filter) === undefined;
+    if (creates && !broker.shares.mayCreate(conn.clientId)) {
+      broker.clientLimits.hit('sharedGroups', {
+        clientId: conn.clientId,
+        filter: s.topic,
+        groups: broker.shares.size,
+      });
+      codes.push(v5 ? RC.QUOTA_EXCEEDED : 0x80);
+      continue;
+    }
     const qos = Math.min(s.qos, 2) as QoS;
     const rec: SubscriptionRecord = { filter: s.topic, qos };
     if (v5) {
@@ -64,6 +75,7 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
     }
     session.addSubscription(rec);
     broker.router.add(session, rec);
+    if (creates) broker.shares.createdBy(shared.group, shared.filter, conn.clientId);
     if (session.persistent) broker.persistence.putSubscription(session.clientId, rec);
     codes.push(qos);
     // Retained messages are not sent for a shared subscription (5.0 section 4.8.2; section 3.3.1.3

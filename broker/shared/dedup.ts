@@ -13,7 +13,8 @@ export const BROKER_PUBLISHER = '';
  * again. Keys are per publisher, so one client cannot suppress another's message by reusing its
  * key. They are written through persistence (so they survive a restart on a durable backend) and
  * purged once expired: a map keeps insertion order, which is expiry order for a fixed window, so a
- * purge stops at the first live key.
+ * purge stops at the first live key. At most maxKeys are remembered: beyond it the oldest is
+ * forgotten early, so the window is best-effort under a flood of distinct keys.
  */
 export class Dedup {
   private readonly seen = new Map<string, DedupRecord>();
@@ -22,11 +23,15 @@ export class Dedup {
    * until they expire, as they did when written. Empty once those have gone.
    */
   private readonly unscoped = new Map<string, DedupRecord>();
+  /** Keys forgotten before their window ended, to stay within maxKeys. */
+  forgotten = 0;
 
   constructor(
     private readonly persistence: Persistence,
     /** Seconds; 0 turns dedup off. */
     private readonly windowSeconds: number,
+    /** Keys remembered at most; 0 = no limit. */
+    private readonly maxKeys = 0,
   ) {}
 
   get size(): number {
@@ -54,9 +59,19 @@ export class Dedup {
       this.seen.delete(id); // re-inserted below, at the end of the expiry order
     }
     const rec: DedupRecord = { topic, key, expiresAt: now + this.windowSeconds * 1000, publisher };
+    if (this.maxKeys > 0 && this.seen.size >= this.maxKeys) this.forgetOldest();
     this.seen.set(id, rec);
     this.persistence.putDedup(rec);
     return false;
+  }
+
+  private forgetOldest(): void {
+    for (const [id, rec] of this.seen) {
+      this.seen.delete(id);
+      this.persistence.deleteDedup(rec.topic, rec.key, rec.publisher);
+      this.forgotten++;
+      return;
+    }
   }
 
   /** Forgets keys whose window has passed; returns how many. */
@@ -84,7 +99,12 @@ export class Dedup {
       else this.persistence.deleteDedup(rec.topic, rec.key, rec.publisher);
     }
     live.sort((a, b) => a.expiresAt - b.expiresAt);
-    for (const rec of live) {
+    // Over maxKeys (lowered since they were stored): the newest are kept.
+    const drop = this.maxKeys > 0 ? Math.max(0, live.length - this.maxKeys) : 0;
+    for (let i = 0; i < drop; i++)
+      this.persistence.deleteDedup(live[i].topic, live[i].key, live[i].publisher);
+    this.forgotten += drop;
+    for (const rec of live.slice(drop)) {
       if (rec.publisher === undefined) this.unscoped.set(`${rec.topic}\u0000${rec.key}`, rec);
       else this.seen.set(`${rec.publisher}\u0000${rec.topic}\u0000${rec.key}`, rec);
     }

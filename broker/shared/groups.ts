@@ -28,6 +28,9 @@ export const DLQ_PROPERTIES = {
  */
 export class SharedGroups {
   private readonly groups = new Map<string, ShareGroup>();
+  /** Who created each group created by a SUBSCRIBE, and how many of those each client has. */
+  private readonly creators = new Map<ShareGroup, string>();
+  private readonly created = new Map<string, number>();
 
   constructor(
     readonly broker: Broker,
@@ -58,11 +61,33 @@ export class SharedGroups {
     return this.group(id.slice(0, slash), id.slice(slash + 1));
   }
 
+  /** Whether this client may create another group (--max-shared-groups, --max-shared-groups-per-client). */
+  mayCreate(clientId: string): boolean {
+    const o = this.broker.options;
+    if (o.maxSharedGroups > 0 && this.groups.size >= o.maxSharedGroups) return false;
+    return o.maxSharedGroupsPerClient === 0 || (this.created.get(clientId) ?? 0) < o.maxSharedGroupsPerClient;
+  }
+
+  /** Counts a group just created by this client's SUBSCRIBE against it, until the group goes. */
+  createdBy(name: string, filter: string, clientId: string): void {
+    const g = this.find(name, filter);
+    if (g === undefined || this.creators.has(g)) return;
+    this.creators.set(g, clientId);
+    this.created.set(clientId, (this.created.get(clientId) ?? 0) + 1);
+  }
+
   /** Forgets a group without members once it holds nothing. */
   release(g: ShareGroup): void {
     if (g.members.length === 0 && g.held === 0 && this.groups.get(g.id) === g) {
       g.stop();
       this.groups.delete(g.id);
+      const creator = this.creators.get(g);
+      if (creator !== undefined) {
+        this.creators.delete(g);
+        const n = (this.created.get(creator) ?? 1) - 1;
+        if (n > 0) this.created.set(creator, n);
+        else this.created.delete(creator);
+      }
     }
   }
 
