@@ -412,7 +412,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.wills.fire(session.clientId);
   }
 
-  dropped(session: Session | null, msg: Message, reason: string): void {
+  dropped(session: { readonly clientId: string } | null, msg: Message, reason: string): void {
     this.droppedCount++;
     const now = Date.now();
     if (now - this.lastDropLog > 1000) {

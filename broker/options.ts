@@ -143,7 +143,7 @@ export const DEFAULTS = {
   wssPort: 8084,
   logLevel: 'info',
   maxInflight: 1000,
-  maxQueued: 10000,
+  maxQueued: 1000,
   maxQueuedBytes: 256 * 1024 * 1024,
   queueOverflow: 'backpressure',
   stuckTimeout: 30,

@@ -2,50 +2,28 @@ import type { OutgoingRecord, QoS, SubscriptionRecord } from '../persistence/typ
 import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
-import { Gate, type GateOwner } from './flow.js';
 import { isExpired, type Message, nextSeq, outgoingRecord, sizeOf } from './message.js';
 import { RC } from './reason-codes.js';
+import { NO_INFLIGHT, SessionQueue } from './session-queue.js';
 import type { ShareGroup } from './shared/group.js';
 
 // Shared empty collections: an idle session allocates none until it needs one.
 const NO_SUBS: ReadonlyMap<string, SubscriptionRecord> = new Map();
-const NO_INFLIGHT = new Map<number, OutgoingRecord>(); // never written: replaced on first use
 const NO_IDS: ReadonlySet<number> = new Set();
 
 /**
  * The state of one client identifier that outlives a connection: subscriptions, the outbound
  * inflight window and the ordered queue behind it, inbound QoS 2 packet ids, and expiry.
  */
-export class Session implements GateOwner {
+export class Session extends SessionQueue {
   conn: Connection | null = null;
   /** The connection that resumed this session (CONNACK Session Present 1), if the current one did. */
   resumedBy: Connection | null = null;
   subscriptions: ReadonlyMap<string, SubscriptionRecord> = NO_SUBS;
-  /** Sent and unacknowledged, by packet id, in send order. */
-  inflight: Map<number, OutgoingRecord> = NO_INFLIGHT;
-  /** Waiting for room in the inflight window, in order. */
-  private queue: OutgoingRecord[] = [];
-  private queueHead = 0;
   /** Inbound QoS 2 packet ids awaiting PUBREL. */
   incoming: ReadonlySet<number> = NO_IDS;
-  /** False for a session restored from persistence whose messages are still only on disk. */
-  loaded = true;
-  private loading: Promise<void> | null = null;
-  /** Records completed while a load was reading: the snapshot it reads may still hold them. */
-  private doneWhileLoading: Set<number> | undefined;
   private nextPacketId = 1;
   expiryTimer: NodeJS.Timeout | undefined;
-  /**
-   * The seq up to which memory holds this session's records (queued, in flight, or done): a spilled
-   * queue's next page is read from persistence past it. 0 once memory holds none of them.
-   */
-  private pagedTo = 0;
-  /** Bytes written to persistence while not loaded (offline or spilled), against maxQueuedBytes. */
-  storedBytes = 0;
-  /** Bytes of the records held in memory (queued and in flight), against maxQueuedBytes. */
-  heldBytes = 0;
-  /** What publishers wait on while this session's queue is full (created on first overflow). */
-  gate: Gate | undefined;
   /** The shared subscription groups this session is a member of. */
   shareGroups: ShareGroup[] | undefined;
   /** Set once a group message was handed to this session: it may hold some (see takeGroupRecords). */
@@ -58,19 +36,17 @@ export class Session implements GateOwner {
   matchSubIds: number[] | undefined;
 
   constructor(
-    readonly broker: Broker,
-    readonly clientId: string,
+    broker: Broker,
+    clientId: string,
     public protocolVersion: 3 | 4 | 5,
     public expiryInterval: number,
-  ) {}
+  ) {
+    super(broker, clientId);
+  }
 
   /** A session with a non-zero expiry outlives its connection and is written to persistence. */
   get persistent(): boolean {
     return this.expiryInterval > 0;
-  }
-
-  get queued(): number {
-    return this.queue.length - this.queueHead;
   }
 
   addSubscription(rec: SubscriptionRecord): void {
@@ -96,22 +72,6 @@ export class Session implements GateOwner {
 
   forgetIncoming(id: number): boolean {
     return this.incoming !== NO_IDS && (this.incoming as Set<number>).delete(id);
-  }
-
-  /** Still loading a resumed session's messages from persistence. */
-  get resuming(): boolean {
-    return this.loading !== null;
-  }
-
-  /** Connected, loaded, nothing queued and room in the window: a QoS 1/2 message would be sent now. */
-  canSendNow(): boolean {
-    return (
-      this.conn !== null && this.loading === null && this.queued === 0 && this.inflight.size < this.window
-    );
-  }
-
-  private get window(): number {
-    return this.conn ? this.conn.outboundWindow : this.broker.options.maxInflight;
   }
 
   /** Delivers a routed message at the given QoS: sends it now, queues it, or stores it for later. */
@@ -162,99 +122,6 @@ export class Session implements GateOwner {
     this.queue.push(rec);
   }
 
-  /** A full queue in memory may continue in persistence (the policies that promise no loss). */
-  private spillable(): boolean {
-    const policy = this.broker.options.queueOverflow;
-    return this.persistent && this.loading === null && (policy === 'backpressure' || policy === 'reject');
-  }
-
-  /** Whether a QoS 1/2 message would be taken now, within the bounds (the `reject` check). */
-  canTake(): boolean {
-    if (this.canSendNow()) return true;
-    if (!this.loaded && this.loading === null) return this.storedBytes < this.broker.options.maxQueuedBytes;
-    return !this.full() || this.spillable();
-  }
-
-  /** The in-memory queue (or the broker's memory budget) has no room for another message. */
-  full(): boolean {
-    const o = this.broker.options;
-    if (!this.loaded && this.loading === null) return this.storedBytes >= o.maxQueuedBytes;
-    return this.queued >= o.maxQueued || this.heldBytes >= o.maxQueuedBytes || this.broker.flow.memoryFull;
-  }
-
-  /**
-   * A QoS 1/2 message this session's bound cannot take, under the overflow policy: whether it is
-   * queued all the same. Under `backpressure` (and `reject` for publishers that cannot be told,
-   * see Router.route) it is, beyond the bound, and its publisher waits for room (broker/flow.ts):
-   * the excess is bounded by what that publisher had sent before it stopped being read.
-   */
-  private overflow(msg: Message, inMemory: boolean): boolean {
-    const broker = this.broker;
-    const flow = broker.flow;
-    flow.overflows++;
-    const policy = broker.options.queueOverflow;
-    if (policy === 'drop-new') {
-      broker.dropped(this, msg, 'queue full');
-      return false;
-    }
-    if (policy === 'drop-oldest') {
-      if (inMemory && this.dropOldest()) return true;
-      broker.dropped(this, msg, 'queue full');
-      return false;
-    }
-    this.gate ??= new Gate(flow, this);
-    const gate = inMemory && flow.memoryFull && !this.ownFull() ? flow.memoryGate : this.gate;
-    if (gate.stuck) {
-      // Its publishers already waited stuckTimeout on it: they are not held back again.
-      broker.dropped(this, msg, 'queue full (stuck consumer)');
-      return false;
-    }
-    flow.overflowed.push(gate);
-    return true;
-  }
-
-  private ownFull(): boolean {
-    const o = this.broker.options;
-    return this.queued >= o.maxQueued || this.heldBytes >= o.maxQueuedBytes;
-  }
-
-  /** drop-oldest: the oldest queued (not yet sent) message of this session makes room. */
-  private dropOldest(): boolean {
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      const rec = this.queue[i];
-      if (rec.group !== undefined) continue;
-      this.queue.splice(i, 1);
-      this.unhold(rec);
-      if (this.persistent) this.broker.persistence.deleteOutgoing(this.clientId, rec.seq);
-      this.broker.dropped(this, rec.message, 'queue full (oldest dropped)');
-      return true;
-    }
-    return false;
-  }
-
-  private hold(rec: OutgoingRecord): void {
-    const n = sizeOf(rec.message);
-    this.heldBytes += n;
-    this.broker.flow.hold(rec.message, n);
-  }
-
-  private unhold(rec: OutgoingRecord): void {
-    const n = sizeOf(rec.message);
-    this.heldBytes -= n;
-    this.broker.flow.release(rec.message, n);
-  }
-
-  /** Room again below three quarters of the bounds: publishers waiting on this session resume. */
-  private checkRoom(): void {
-    const gate = this.gate;
-    if (gate === undefined || !gate.waiting) return;
-    const o = this.broker.options;
-    const roomy = this.loaded
-      ? this.queued <= o.maxQueued * 0.75 && this.heldBytes <= o.maxQueuedBytes * 0.75
-      : this.storedBytes <= o.maxQueuedBytes * 0.75;
-    if (roomy) gate.open();
-  }
-
   /**
    * Its publishers waited stuckTimeout without an acknowledgement from it (broker/flow.ts): a clean
    * session is disconnected. A persistent one holds publishers back only once its queue in
@@ -269,39 +136,6 @@ export class Session implements GateOwner {
         : 'stuck consumer: disconnected',
     );
     if (!this.persistent) this.conn?.close(RC.QUOTA_EXCEEDED, 'stuck consumer');
-  }
-
-  /** A persistent session went offline: its records are in persistence, memory keeps none of them. */
-  offload(): void {
-    if (!this.loaded || this.loading !== null || !this.persistent) return;
-    let bytes = 0;
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      const rec = this.queue[i];
-      bytes += sizeOf(rec.message);
-      this.unhold(rec);
-    }
-    this.queue = [];
-    this.queueHead = 0;
-    for (const [id, rec] of this.inflight) {
-      // A shared group's QoS 2 message in flight is not in the session's store: it stays here.
-      if (rec.group !== undefined) continue;
-      bytes += sizeOf(rec.message);
-      this.unhold(rec);
-      this.inflight.delete(id);
-    }
-    this.loaded = false;
-    this.pagedTo = 0;
-    this.storedBytes = bytes;
-    this.checkRoom();
-  }
-
-  /** The session is over: publishers waiting on it resume, its memory is released. */
-  ended(): void {
-    for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
-    for (const rec of this.inflight.values()) this.unhold(rec);
-    this.queue = [];
-    this.queueHead = 0;
-    this.gate?.open();
   }
 
   /**
@@ -498,71 +332,14 @@ export class Session implements GateOwner {
     this.drain();
   }
 
-  /**
-   * Reads the session's records from persistence: a persistent session one page at a time (the
-   * window and the queue bound, so memory holds no more than it would have queued), the rest
-   * staying there until this page is sent; a session resumed with expiry 0 all at once.
-   */
-  private async load(): Promise<void> {
-    let done!: () => void;
-    this.loading = new Promise<void>((r) => {
-      done = r;
-    });
-    const p = this.broker.persistence;
-    try {
-      const paged = this.persistent;
-      const limit = this.broker.options.maxInflight + Math.max(1, this.broker.options.maxQueued);
-      const [stored, incoming] = await Promise.all([
-        p.getOutgoing(this.clientId, paged ? limit : undefined, this.pagedTo > 0 ? this.pagedTo : undefined),
-        p.getIncoming(this.clientId),
-      ]);
-      for (const id of incoming) this.rememberIncoming(id);
-      const complete = !paged || stored.length < limit;
-      // Records past this page stay in persistence, read with a later page, in order.
-      const last = complete ? Number.POSITIVE_INFINITY : stored[stored.length - 1].seq;
-      // Memory accounting is rebuilt from what the merge below keeps.
-      for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
-      for (const rec of this.inflight.values()) this.unhold(rec);
-      // What memory holds is newer than what was read: in flight (maybe acknowledged further since),
-      // completed while reading, or arrived while reading (in persistence too: a persistent session
-      // writes each; a shared group's are only here).
-      const done = this.doneWhileLoading;
-      this.doneWhileLoading = undefined;
-      const bySeq = new Map<number, OutgoingRecord>();
-      for (const rec of stored) if (done === undefined || !done.has(rec.seq)) bySeq.set(rec.seq, rec);
-      for (const rec of this.inflight.values()) bySeq.set(rec.seq, rec);
-      this.inflight.clear();
-      for (let i = this.queueHead; i < this.queue.length; i++) {
-        const rec = this.queue[i];
-        if (rec.seq <= last || rec.group !== undefined) bySeq.set(rec.seq, rec);
-      }
-      const queue: OutgoingRecord[] = [];
-      for (const rec of [...bySeq.values()].sort((a, b) => a.seq - b.seq)) {
-        if (rec.state === 'queued' || rec.packetId === undefined) queue.push(rec);
-        else {
-          if (this.inflight === NO_INFLIGHT) this.inflight = new Map();
-          this.inflight.set(rec.packetId, rec);
-        }
-      }
-      this.queue = queue;
-      this.queueHead = 0;
-      for (const rec of queue) this.hold(rec);
-      for (const rec of this.inflight.values()) this.hold(rec);
-      this.loaded = complete;
-      // Incomplete: memory holds up to this page's end (later arrivals were dropped from memory
-      // above, to be read with the next page).
-      if (!complete) this.pagedTo = last;
-      this.storedBytes = complete ? 0 : Math.max(0, p.outgoingBytes(this.clientId) - this.heldBytes);
-      // Resumed with Session Expiry 0: now that its records are in memory, none stays on disk,
-      // but the will of the connection, which is stored with the session.
-      if (!this.persistent) {
-        p.deleteSession(this.clientId);
-        if (this.conn?.will) this.broker.wills.connected(this.clientId, this.conn.will);
-      }
-    } finally {
-      this.loading = null;
-      done();
-    }
+  protected loadedIncoming(ids: number[]): void {
+    for (const id of ids) this.rememberIncoming(id);
+  }
+
+  /** Resumed with Session Expiry 0: its records are in memory, none stays on disk but the will. */
+  protected loadedAll(): void {
+    this.broker.persistence.deleteSession(this.clientId);
+    if (this.conn?.will) this.broker.wills.connected(this.clientId, this.conn.will);
   }
 
   /**
