@@ -2,8 +2,10 @@
  * `npm run bench`: runs every scenario against heron, mosquitto and aedes (or one --url broker)
  * and prints a markdown table. See `node dist/bench/run.js --help`.
  */
+
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -216,9 +218,20 @@ async function main(): Promise<number> {
   for (const line of localLines) console.log(`\n${line}`);
 
   if (values.json) {
+    // What the numbers were measured on, so a table can be traced to its run.
+    const machine = {
+      date: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      totalMemory: totalmem(),
+      commit: gitCommit(),
+      brokers: ran,
+    };
+    const table = markdownTable(ran, brokerScenarios, outcomes);
     writeFileSync(
       values.json,
-      `${JSON.stringify({ options, outcomes, local: localLines, skipped }, null, 2)}\n`,
+      `${JSON.stringify({ machine, options, outcomes, local: localLines, skipped, table }, null, 2)}\n`,
     );
   }
 
@@ -241,4 +254,12 @@ const gc = runInNewContext('gc') as () => void;
 
 function collectGarbage(): void {
   gc();
+}
+
+function gitCommit(): string | null {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
 }
