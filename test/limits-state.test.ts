@@ -1,28 +1,11 @@
-/**
- * Limits on what clients make the broker hold (issue #9): the inbound publish rate per client
- * (reading pauses, no disconnect), --max-session-expiry, retained messages (count and bytes),
- * shared groups (total and per client) and idempotency keys. Each limit gives its protocol answer,
- * moves its counter in broker.stats, and leaves other clients served.
- */
-import type { IPublishPacket, Packet } from 'mqtt-packet';
 import { generate } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
 import { NEVER_EXPIRES } from '../broker/handlers/connect.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import { connect, nextMessages, RawClient, startBroker } from './helpers.js';
-import { connectAck, Inbox, rawSubscribe } from './spec-helpers.js';
+import { connectAck, Inbox, publishPacket, rawSubscribe } from './spec-helpers.js';
 
-function publish(topic: string, payload: string | Buffer, fields: Partial<IPublishPacket> = {}): Packet {
-  return {
-    cmd: 'publish',
-    topic,
-    payload: Buffer.from(payload),
-    qos: 0,
-    retain: false,
-    dup: false,
-    ...fields,
-  } as Packet;
-}
+const publish = publishPacket;
 
 describe('--max-publish-rate / --max-publish-bytes-rate', () => {
   it('over the message rate the socket is not read until the debt is paid; nothing is lost, no disconnect, others are served', async () => {

@@ -130,3 +130,20 @@ export function emptyIdConnect(version: 3 | 4 | 5, clean: boolean): Buffer {
   body.push(0, 0); // Client Identifier of length 0
   return Buffer.from([0x10, body.length, ...body]);
 }
+
+/** A PUBLISH packet for raw clients: QoS 0, no retain or DUP unless `fields` says otherwise. */
+export function publishPacket(
+  topic: string,
+  payload: string | Buffer,
+  fields: Partial<IPublishPacket> = {},
+): Packet {
+  return {
+    cmd: 'publish',
+    topic,
+    payload: Buffer.from(payload),
+    qos: 0,
+    retain: false,
+    dup: false,
+    ...fields,
+  } as Packet;
+}

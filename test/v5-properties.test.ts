@@ -1,25 +1,13 @@
 import type { IClientPublishOptions } from 'mqtt';
-import { generate, type IConnackPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
+import { generate, type IConnackPacket, type IPublishPacket } from 'mqtt-packet';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BrokerOptions, Message } from '../broker/index.js';
 import { connect, RawClient, startBroker } from './helpers.js';
-import { connectAck, Inbox, rawConnect, uid } from './spec-helpers.js';
+import { connectAck, Inbox, publishPacket, rawConnect, uid } from './spec-helpers.js';
 
 const V5 = { protocolVersion: 5 } as const;
 
-const rawPublish = (
-  topic: string,
-  payload: string | Buffer,
-  extra: Partial<IPublishPacket> = {},
-): Packet => ({
-  cmd: 'publish',
-  topic,
-  payload: Buffer.from(payload),
-  qos: 0,
-  retain: false,
-  dup: false,
-  ...extra,
-});
+const rawPublish = publishPacket;
 
 describe('application message properties pass through unchanged', () => {
   const properties = {
