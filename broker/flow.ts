@@ -92,11 +92,19 @@ export class Flow implements GateOwner {
   release(msg: { held?: number }, bytes: number): void {
     if (!msg.held || --msg.held > 0) return;
     this.memoryHeld -= bytes;
+    // Memory released counts as progress for publishers waiting on the budget.
+    if (this.memoryGate.waiting) this.memoryGate.since = this.clock;
     // Hysteresis: publishers waiting on the budget resume at 90% of it, not at every release.
-    if (this.memoryGate.waiting && this.memoryHeld <= this.maxMemory * 0.9) this.memoryGate.open();
+    if (this.memoryHeld <= this.maxMemory * 0.9) {
+      this.memoryGate.stuck = false;
+      if (this.memoryGate.waiting) this.memoryGate.open();
+    }
   }
 
-  /** The memory budget has no stuck owner to act on: waiting publishers just resume. */
+  /**
+   * Nothing was released for stuckTimeout while publishers waited on the budget: they resume, and
+   * until memory is below 90% of it again, what no queue can take is dropped, counted and logged.
+   */
   stuck(): void {}
 
   /** Called by the sweep: owners whose publishers waited stuckMs without progress are acted on. */
@@ -104,7 +112,7 @@ export class Flow implements GateOwner {
     this.clock = now;
     if (this.stuckMs === 0 || this.congested.size === 0) return;
     for (const g of [...this.congested]) {
-      if (g === this.memoryGate || now - g.since < this.stuckMs) continue;
+      if (now - g.since < this.stuckMs) continue;
       g.stuck = true;
       this.stuckConsumers++;
       g.open();

@@ -117,7 +117,11 @@ export abstract class SessionQueue implements GateOwner {
     const gate = inMemory && flow.memoryFull && !this.ownFull() ? flow.memoryGate : this.gate;
     if (gate.stuck) {
       // Its publishers already waited stuckTimeout on it: they are not held back again.
-      broker.dropped(this, msg, 'queue full (stuck consumer)');
+      broker.dropped(
+        this,
+        msg,
+        gate === flow.memoryGate ? 'memory budget full' : 'queue full (stuck consumer)',
+      );
       return false;
     }
     flow.overflowed.push(gate);

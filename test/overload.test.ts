@@ -221,6 +221,31 @@ describe('a stuck consumer', () => {
     expect(broker.stats.publishersWaiting).toBe(0);
   });
 
+  it('the broker-wide memory budget holds publishers back; with nothing released for stuckTimeout they resume and the excess is dropped and counted', async () => {
+    // 20 bodies of 'mb/t' + 'a:NN' fit in 200 bytes; the window holds 5, the queue the rest.
+    const { url, broker } = await startBroker({
+      maxInflight: 5,
+      maxQueued: 1000,
+      maxMemory: 200,
+      stuckTimeout: 1,
+    });
+    const sub = await slowSubscriber(url, 'mb/t');
+    const pub = await connect(url);
+    const outcome = flood(pub, 'mb/t', 'a', 100);
+    await vi.waitFor(() => expect(broker.stats.publishersWaiting).toBe(1));
+    // Beyond the budget by at most what the publisher's one write held (100 messages of ≤ 10 bytes).
+    expect(broker.stats.queuedBytes).toBeLessThanOrEqual(1000);
+    // Nothing is acknowledged: after stuckTimeout the publisher resumes, what no queue can take is dropped.
+    expect((await outcome).every((o) => o === null)).toBe(true);
+    expect(broker.stats.stuckConsumers).toBe(1);
+    // Memory is still full and nothing was released: the next messages are dropped, counted.
+    expect((await flood(pub, 'mb/t', 'b', 20)).every((o) => o === null)).toBe(true);
+    expect(broker.stats.messagesDropped).toBe(20);
+    sub.fast();
+    await vi.waitFor(() => expect(sub.got.length).toBe(100));
+    expect(sub.got.every((p) => p.startsWith('a:'))).toBe(true);
+  });
+
   it('a persistent session spills its queue to persistence instead of holding publishers back, and gets it all in order', async () => {
     const { url, broker } = await startBroker(tight);
     const clientId = uid('spill');
