@@ -172,25 +172,31 @@ export abstract class SessionQueue implements GateOwner {
 
   /** A persistent session went offline: its records are in persistence, memory keeps none of them. */
   offload(): void {
-    if (!this.loaded || this.loading !== null || !this.persistent) return;
+    if (this.loading !== null || !this.persistent) return;
     let bytes = 0;
+    // A shared group's messages are not in the session's store: they stay here.
+    const kept: OutgoingRecord[] = [];
     for (let i = this.queueHead; i < this.queue.length; i++) {
       const rec = this.queue[i];
+      if (rec.group !== undefined) {
+        kept.push(rec);
+        continue;
+      }
       bytes += sizeOf(rec.message);
       this.unhold(rec);
     }
-    this.queue = [];
+    this.queue = kept;
     this.queueHead = 0;
     for (const [id, rec] of this.inflight) {
-      // A shared group's QoS 2 message in flight is not in the session's store: it stays here.
       if (rec.group !== undefined) continue;
       bytes += sizeOf(rec.message);
       this.unhold(rec);
       this.inflight.delete(id);
     }
+    // Spilled already, persistence held the rest too: it now holds everything, read from the start.
+    this.storedBytes += bytes;
     this.loaded = false;
     this.pagedTo = 0;
-    this.storedBytes = bytes;
     this.checkRoom();
   }
 
