@@ -8,6 +8,7 @@ import { ClientLimits, type ConnectionsRefused } from './client-limits.js';
 import { Connection, type ConnectionInfo } from './connection.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
+import { adaptHooks, PluginHost } from './hooks.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
@@ -87,6 +88,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly log: Logger;
   readonly persistence: Persistence;
   readonly hooks: Hooks;
+  /** Hook chains and plugin services (broker/hooks.ts). */
+  readonly plugins: PluginHost;
+  private readonly pluginEntries: NonNullable<BrokerOptions['plugins']>;
   readonly sessions = new Map<string, Session>();
   readonly connections = new Set<Connection>();
   /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
@@ -118,6 +122,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.log = opts.logger ?? createLogger(this.options.logLevel);
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
+    this.plugins = new PluginHost(this, this.log, this.options.hookTimeout);
+    if (opts.hooks) this.plugins.add('hooks', adaptHooks(opts.hooks));
+    this.pluginEntries = opts.plugins ?? [];
     // A callback that belongs to a connection closes it itself (Connection.fail); what reaches
     // here belongs to none and is logged.
     this.persistence.onCallbackError ??= (err) =>
@@ -167,7 +174,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
-    this.started ??= restoreState(this);
+    // Plugins are set up first: their hooks apply to everything restored and every connection.
+    this.started ??= this.plugins.setup(this.pluginEntries).then(() => restoreState(this));
     return this.started;
   }
 
@@ -356,6 +364,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     conn.will = undefined;
     if (owned) {
+      session.lastClient = conn.clientInfo;
       session.conn = null;
       session.resumedBy = null;
       // Shared group messages it held go to other members now, not when it returns.
@@ -444,6 +453,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.clear();
     this.wills.stop();
     this.shares.stop();
+    await this.plugins.close();
     // Persistence is flushed and closed only if it was opened.
     if (
       this.started &&

@@ -117,8 +117,12 @@ export class Connection extends ConnectionOutput {
     stream.on('close', onStreamClose);
   }
 
+  private infoCache: ClientInfo | undefined;
+
+  /** Frozen and kept once connected (hooks see it per message); built afresh before that. */
   get clientInfo(): ClientInfo {
-    return {
+    if (this.infoCache) return this.infoCache;
+    const info: ClientInfo = {
       clientId: this.clientId,
       username: this.username,
       protocolVersion: this.protocolVersion,
@@ -127,6 +131,8 @@ export class Connection extends ConnectionOutput {
       remotePort: this.info.remotePort,
       certificateSubject: this.info.certificateSubject,
     };
+    if (this.state === 'connected') this.infoCache = Object.freeze(info);
+    return info;
   }
 
   onData(chunk: Buffer): void {
@@ -189,7 +195,8 @@ export class Connection extends ConnectionOutput {
     const backlog = this.backlog;
     this.backlog = null;
     if (backlog) for (const p of backlog) this.onPacket(p);
-    if (this.pausedBy === 0 && !this.closing) this.stream.resume();
+    // Unless a packet of the backlog started another asynchronous step (a hook): it releases.
+    if (this.backlog === null && this.pausedBy === 0 && !this.closing) this.stream.resume();
   }
 
   /** Stops or resumes reading for the publish rate (client-limits.ts chargePublish). */

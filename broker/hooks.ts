@@ -1,36 +1,248 @@
-import type { Connection } from './connection.js';
+import type { Logger } from 'pino';
+import type { HookName, Plugin, PluginApi, PluginEntry, PluginHooks, Verdict } from '../plugins/api.js';
+import type { ClientInfo, Hooks } from '../plugins/types.js';
+import type { Broker } from './broker.js';
+import type { Session } from './session.js';
+
+/** Outcome of a chain: allowed, denied, or a hook failed (threw, rejected, timed out, bad answer). */
+export const ALLOW = 1;
+export const DENY = 0;
+export const FAILED = -1;
+export type Outcome = typeof ALLOW | typeof DENY | typeof FAILED;
+
+type Decider = (client: ClientInfo, a: unknown, b?: unknown) => unknown;
+type ChainName = 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeDeliver';
+interface Link {
+  plugin: string;
+  fn: Decider;
+}
+
+const OBSERVERS = ['onConnect', 'onDisconnect', 'onPublish', 'onSubscribe'] as const;
+type ObserverName = (typeof OBSERVERS)[number];
 
 /**
- * Calls the synchronous authorization hooks for a connection. A hook that throws, or that returns
- * a promise (these hooks answer at once; a promise is no answer), denies, and is logged with the
- * client id: a faulty policy refuses rather than lets through, and never ends the process. Callers
- * test that the hook exists first, so a broker without hooks pays nothing.
+ * The plugin layer's runtime: hook chains in registration order, each hook guarded. A chain is an
+ * array tested for length by callers, so a broker without plugins pays one check. A synchronous
+ * answer stays synchronous (no promise on the publish path); only a hook returning a promise makes
+ * the outcome a promise, bounded by hookTimeout. A failing hook denies and never throws out.
  */
-export function allowPublish(conn: Connection, topic: string): boolean {
-  return ask(conn, 'authorizePublish', topic);
+export class PluginHost {
+  readonly authenticate: Link[] = [];
+  readonly authorizePublish: Link[] = [];
+  readonly authorizeSubscribe: Link[] = [];
+  readonly authorizeDeliver: Link[] = [];
+  private readonly observers: Record<ObserverName, Link[]> = {
+    onConnect: [],
+    onDisconnect: [],
+    onPublish: [],
+    onSubscribe: [],
+  };
+  private readonly closers: { plugin: string; fn: () => void | Promise<void> }[] = [];
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly log: Logger,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Registers one plugin's hooks at the end of each chain. */
+  add(plugin: string, hooks: PluginHooks): void {
+    for (const name of Object.keys(hooks) as HookName[]) {
+      const fn = hooks[name];
+      if (fn === undefined) continue;
+      if (typeof fn !== 'function') throw new TypeError(`plugin ${plugin}: hook ${name} is not a function`);
+      const link = { plugin, fn: fn.bind(hooks) as Decider };
+      if ((OBSERVERS as readonly string[]).includes(name)) this.observe(name as ObserverName, link);
+      else if (name in CHAINS) this[name as ChainName].push(link);
+      else throw new TypeError(`plugin ${plugin}: unknown hook ${name}`);
+    }
+  }
+
+  /** Runs every plugin's setup in order; a failing one fails the start, naming it. */
+  async setup(entries: readonly PluginEntry[]): Promise<void> {
+    for (const entry of entries) {
+      const [plugin, options] = Array.isArray(entry)
+        ? (entry as readonly [Plugin, unknown])
+        : [entry as Plugin, undefined];
+      try {
+        await plugin.setup(this.api(plugin.name), options);
+      } catch (err) {
+        throw new Error(`plugin ${plugin.name}: setup failed: ${(err as Error).message}`, { cause: err });
+      }
+      this.log.info({ plugin: plugin.name }, 'plugin loaded');
+    }
+  }
+
+  private api(name: string): PluginApi {
+    const broker = this.broker;
+    return {
+      name,
+      log: this.log.child({ plugin: name }),
+      addHooks: (hooks) => this.add(name, hooks),
+      publish: (message) => broker.publish(message),
+      clients: () => {
+        const out: ClientInfo[] = [];
+        for (const c of broker.connections) if (c.state === 'connected') out.push(c.clientInfo);
+        return out;
+      },
+      client: (id) => {
+        const c = broker.sessions.get(id)?.conn;
+        return c && c.state === 'connected' ? c.clientInfo : undefined;
+      },
+      onClose: (fn) => {
+        this.closers.push({ plugin: name, fn });
+      },
+    };
+  }
+
+  /** Each plugin's onClose callbacks, in registration order; failures are logged. */
+  async close(): Promise<void> {
+    for (const { plugin, fn } of this.closers.splice(0)) {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error({ err, plugin }, 'plugin onClose failed');
+      }
+    }
+  }
+
+  /**
+   * Runs a chain from link `from`: the first allow or deny decides, pass goes on, the end allows.
+   * Synchronous unless a hook returns a promise.
+   */
+  decide(
+    chain: ChainName,
+    client: ClientInfo,
+    a: unknown,
+    b?: unknown,
+    from = 0,
+  ): Outcome | Promise<Outcome> {
+    const links = this[chain];
+    for (let i = from; i < links.length; i++) {
+      const link = links[i];
+      let answer: unknown;
+      try {
+        answer = link.fn(client, a, b);
+      } catch (err) {
+        this.log.error(
+          { err, plugin: link.plugin, clientId: client.clientId, hook: chain, arg: a },
+          'hook threw; denied',
+        );
+        return FAILED;
+      }
+      if (answer === 'pass') continue;
+      if (answer === 'allow') return ALLOW;
+      if (answer === 'deny') return DENY;
+      if (typeof (answer as PromiseLike<unknown> | null)?.then === 'function') {
+        if (chain === 'authorizeDeliver') {
+          (answer as PromiseLike<unknown>).then(undefined, () => undefined);
+          this.log.error(
+            { plugin: link.plugin, clientId: client.clientId, hook: chain },
+            'authorizeDeliver returned a promise; denied',
+          );
+          return FAILED;
+        }
+        return this.settle(answer as PromiseLike<unknown>, chain, i, client, a, b);
+      }
+      this.log.error(
+        { plugin: link.plugin, clientId: client.clientId, hook: chain, answer: String(answer) },
+        'hook answered neither allow, deny nor pass; denied',
+      );
+      return FAILED;
+    }
+    return ALLOW;
+  }
+
+  private settle(
+    pending: PromiseLike<unknown>,
+    chain: ChainName,
+    at: number,
+    client: ClientInfo,
+    a: unknown,
+    b: unknown,
+  ): Promise<Outcome> {
+    const plugin = this[chain][at].plugin;
+    const fields = { plugin, clientId: client.clientId, hook: chain, arg: a };
+    return new Promise<Outcome>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.error({ ...fields, timeoutMs: this.timeoutMs }, 'hook timed out; denied');
+        resolve(FAILED);
+      }, this.timeoutMs);
+      pending.then(
+        (answer) => {
+          clearTimeout(timer);
+          if (answer === 'allow') return resolve(ALLOW);
+          if (answer === 'deny') return resolve(DENY);
+          if (answer === 'pass') return resolve(this.decide(chain, client, a, b, at + 1));
+          this.log.error(
+            { ...fields, answer: String(answer) },
+            'hook answered neither allow, deny nor pass; denied',
+          );
+          resolve(FAILED);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          this.log.error({ ...fields, err }, 'hook rejected');
+          resolve(FAILED);
+        },
+      );
+    });
+  }
+
+  /** authorizeDeliver for a session (callers check the chain's length first). Always synchronous. */
+  allowDeliver(session: Session, topic: string): boolean {
+    const client = session.conn?.clientInfo ?? session.lastClient ?? session.offlineInfo();
+    return this.decide('authorizeDeliver', client, topic) === ALLOW;
+  }
+
+  private observe(name: ObserverName, link: Link): void {
+    const list = this.observers[name];
+    if (list.length === 0) {
+      // One broker listener per observer kind, added only when a plugin observes it.
+      const call = (x: unknown, y?: unknown) => this.notify(name, x, y);
+      const b = this.broker;
+      if (name === 'onConnect') b.on('client', (c) => call(c));
+      else if (name === 'onDisconnect') b.on('clientDisconnect', (c, why) => call(c, why));
+      else if (name === 'onPublish') b.on('publish', (m, id) => call(m, id));
+      else b.on('subscribe', (id, rec) => call(id, { filter: rec.filter, qos: rec.qos }));
+    }
+    list.push(link);
+  }
+
+  private notify(name: ObserverName, x: unknown, y: unknown): void {
+    for (const link of this.observers[name]) {
+      try {
+        const r = (link.fn as (x: unknown, y: unknown) => unknown)(x, y);
+        if (typeof (r as PromiseLike<unknown> | null)?.then === 'function') {
+          (r as PromiseLike<unknown>).then(undefined, (err: unknown) =>
+            this.log.error({ err, plugin: link.plugin, hook: name }, 'observer rejected'),
+          );
+        }
+      } catch (err) {
+        this.log.error({ err, plugin: link.plugin, hook: name }, 'observer threw');
+      }
+    }
+  }
 }
 
-export function allowSubscribe(conn: Connection, filter: string): boolean {
-  return ask(conn, 'authorizeSubscribe', filter);
-}
+const CHAINS: Record<ChainName, true> = {
+  authenticate: true,
+  authorizePublish: true,
+  authorizeSubscribe: true,
+  authorizeDeliver: true,
+};
 
-function ask(conn: Connection, hook: 'authorizePublish' | 'authorizeSubscribe', topic: string): boolean {
-  const log = conn.broker.log;
-  let answer: unknown;
-  try {
-    answer = conn.broker.hooks[hook]?.(conn.clientInfo, topic);
-  } catch (err) {
-    log.error({ err, clientId: conn.clientId, hook, topic }, 'hook threw; denied');
-    return false;
-  }
-  if (typeof answer === 'boolean') return answer;
-  if (typeof (answer as PromiseLike<unknown> | undefined)?.then === 'function') {
-    // Its rejection must not become an unhandled one.
-    (answer as PromiseLike<unknown>).then(undefined, (err: unknown) =>
-      log.error({ err, clientId: conn.clientId, hook, topic }, 'hook rejected'),
-    );
-    log.error({ clientId: conn.clientId, hook, topic }, 'hook returned a promise; denied');
-    return false;
-  }
-  return Boolean(answer);
+/** The older boolean `hooks` option as one plugin: true allows, false denies. */
+export function adaptHooks(hooks: Hooks): PluginHooks {
+  const verdict = (r: unknown): Verdict => (r ? 'allow' : 'deny');
+  const map = (r: unknown): Verdict | Promise<Verdict> =>
+    typeof (r as PromiseLike<unknown> | null)?.then === 'function'
+      ? Promise.resolve(r).then(verdict)
+      : verdict(r);
+  const out: PluginHooks = {};
+  const { authenticate, authorizePublish, authorizeSubscribe } = hooks;
+  if (authenticate) out.authenticate = (c, u, p) => map(authenticate.call(hooks, c, u, p));
+  if (authorizePublish) out.authorizePublish = (c, t) => map(authorizePublish.call(hooks, c, t));
+  if (authorizeSubscribe) out.authorizeSubscribe = (c, f) => map(authorizeSubscribe.call(hooks, c, f));
+  return out;
 }

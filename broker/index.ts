@@ -9,6 +9,17 @@ export type {
   StoredMessage,
   SubscriptionRecord,
 } from '../persistence/types.js';
+export {
+  definePlugin,
+  type HookName,
+  type Plugin,
+  type PluginApi,
+  type PluginEntry,
+  type PluginHooks,
+  type SubscriptionInfo,
+  type Verdict,
+} from '../plugins/api.js';
+export { loadPlugin } from '../plugins/load.js';
 export type { ClientInfo, Hooks } from '../plugins/types.js';
 export { Broker, type BrokerEvents, type BrokerStats, createBroker, type PublishOptions } from './broker.js';
 export type { ConnectionInfo } from './connection.js';

@@ -1,6 +1,7 @@
 import { totalmem } from 'node:os';
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
+import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import type { TlsOptions } from './transports/tls.js';
@@ -25,7 +26,12 @@ export interface BrokerOptions {
   persistence?: Persistence;
   logger?: Logger;
   logLevel?: string;
+  /** The older boolean hooks; run as the first plugin in the chain (true allows, false denies). */
   hooks?: Hooks;
+  /** Plugins, each alone or with its options, set up in order before listen() accepts connections. */
+  plugins?: PluginEntry[];
+  /** Milliseconds an asynchronous hook may take before it counts as a denial. Default 5000. */
+  hookTimeout?: number;
   /** Outbound QoS 1/2 messages in flight per client (5.0 clients may ask for fewer). */
   maxInflight?: number;
   /** Messages waiting in memory per connected client beyond the inflight window. */
@@ -125,7 +131,7 @@ export type QueueOverflow = (typeof QUEUE_OVERFLOW)[number];
 type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort';
 
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | Listeners>
+  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | Listeners>
 > & {
   port: number | null;
   host: string | undefined;
@@ -153,6 +159,7 @@ export const DEFAULTS = {
   outboundTopicAliases: 64,
   maxKeepalive: 0,
   connectTimeout: 10,
+  hookTimeout: 5000,
   maxSubscriptionsPerClient: 10000,
   maxWriteBuffer: 4 * 1024 * 1024,
   shareStrategy: 'round-robin',
@@ -204,6 +211,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     outboundTopicAliases: clamp(o.outboundTopicAliases ?? DEFAULTS.outboundTopicAliases, 0, 65535),
     maxKeepalive: clamp(o.maxKeepalive ?? DEFAULTS.maxKeepalive, 0, 65535),
     connectTimeout: Math.max(1, o.connectTimeout ?? DEFAULTS.connectTimeout),
+    hookTimeout: Math.max(1, o.hookTimeout ?? DEFAULTS.hookTimeout),
     maxSubscriptionsPerClient: Math.max(1, o.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient),
     maxWriteBuffer: Math.max(1024, o.maxWriteBuffer ?? DEFAULTS.maxWriteBuffer),
     shareStrategy: shareStrategy(o.shareStrategy ?? DEFAULTS.shareStrategy, 'shareStrategy'),

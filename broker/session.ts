@@ -1,4 +1,5 @@
 import type { OutgoingRecord, QoS, SubscriptionRecord } from '../persistence/types.js';
+import type { ClientInfo } from '../plugins/types.js';
 import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import type { EncodeCache } from './encode.js';
@@ -28,6 +29,8 @@ export class Session extends SessionQueue {
   shareGroups: ShareGroup[] | undefined;
   /** Set once a group message was handed to this session: it may hold some (see takeGroupRecords). */
   hasGroupRecords = false;
+  /** Its last connection's client info, for authorizeDeliver while it is offline. */
+  lastClient: ClientInfo | undefined;
 
   // Scratch fields used by the router while it collects one publish's targets.
   stamp = 0;
@@ -74,8 +77,34 @@ export class Session extends SessionQueue {
     return this.incoming !== NO_IDS && (this.incoming as Set<number>).delete(id);
   }
 
-  /** Delivers a routed message at the given QoS: sends it now, queues it, or stores it for later. */
+  /** What authorizeDeliver sees of a session restored from disk that has not connected since. */
+  offlineInfo(): ClientInfo {
+    this.lastClient ??= Object.freeze({
+      clientId: this.clientId,
+      protocolVersion: this.protocolVersion,
+      transport: 'none',
+    });
+    return this.lastClient;
+  }
+
+  /**
+   * Delivers a routed message at the given QoS (every route to a session comes here: direct,
+   * shared, retained): authorizeDeliver first, when a plugin registered it (one length check).
+   */
   deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, cache?: EncodeCache): void {
+    const plugins = this.broker.plugins;
+    if (plugins.authorizeDeliver.length > 0 && !plugins.allowDeliver(this, msg.topic)) return;
+    this.place(msg, qos, retain, subIds, cache);
+  }
+
+  /** Sends it now, queues it, or stores it for later. */
+  private place(
+    msg: Message,
+    qos: QoS,
+    retain: boolean,
+    subIds: number[] | undefined,
+    cache?: EncodeCache,
+  ): void {
     const conn = this.conn;
     if (qos === 0) {
       // QoS 0 is at most once: sent only to a connected client that is keeping up.
@@ -112,7 +141,7 @@ export class Session extends SessionQueue {
         // order once memory's queue is sent; publishers are not held back for it.
         this.loaded = false;
         this.storedBytes = 0;
-        return this.deliver(msg, qos, retain, subIds);
+        return this.place(msg, qos, retain, subIds);
       }
       if (!this.overflow(msg, true)) return;
     }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
+import { DENY, FAILED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
 import { validTopic } from '../topic-tree.js';
@@ -115,18 +116,21 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
 
   conn.clientId = clientId;
   conn.username = packet.username;
-  if (broker.hooks.authenticate) {
-    let ok: boolean;
-    try {
-      ok = await broker.hooks.authenticate(conn.clientInfo, packet.username, packet.password);
-    } catch (err) {
-      // A failing hook refuses the client, as a server error rather than bad credentials.
-      broker.log.error({ err, clientId }, 'authenticate hook failed');
-      if (conn.closing) return;
+  if (broker.plugins.authenticate.length > 0) {
+    const outcome = await broker.plugins.decide(
+      'authenticate',
+      conn.clientInfo,
+      packet.username,
+      packet.password,
+    );
+    if (conn.closing) return;
+    if (outcome === FAILED) {
+      // A failing hook (logged with its plugin) refuses the client, as a server error rather
+      // than bad credentials.
+      broker.log.error({ clientId }, 'authenticate hook failed');
       return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
     }
-    if (conn.closing) return;
-    if (!ok)
+    if (outcome === DENY)
       return refuse(
         CONNACK_V4.BAD_USERNAME_OR_PASSWORD,
         RC.BAD_USERNAME_OR_PASSWORD,

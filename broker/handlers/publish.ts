@@ -3,7 +3,7 @@ import type { IPublishPacket } from 'mqtt-packet';
 import type { MessageProperties } from '../../persistence/types.js';
 import { chargePublish } from '../client-limits.js';
 import type { Connection } from '../connection.js';
-import { allowPublish } from '../hooks.js';
+import { ALLOW } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { RC } from '../reason-codes.js';
 import { clipTopic, validTopic, wellFormed } from '../topic-tree.js';
@@ -74,13 +74,46 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   }
 
   const payload = packet.payload as Buffer;
-  let reasonCode: number = RC.SUCCESS;
-  let retain = packet.retain;
   if (v5 && props?.payloadFormatIndicator && !isUtf8(payload)) {
-    reasonCode = RC.PAYLOAD_FORMAT_INVALID;
-  } else if (broker.hooks.authorizePublish && !allowPublish(conn, topic)) {
+    return accept(conn, packet, topic, RC.PAYLOAD_FORMAT_INVALID);
+  }
+  const plugins = broker.plugins;
+  if (plugins.authorizePublish.length > 0) {
+    const outcome = plugins.decide('authorizePublish', conn.clientInfo, topic);
+    if (typeof outcome !== 'number') {
+      // An asynchronous answer: this connection's later packets wait behind it, so its
+      // acknowledgements stay in PUBLISH order [MQTT-4.6.0-2] (and its messages in order).
+      conn.hold();
+      void outcome.then((o) => {
+        if (conn.closing) return;
+        try {
+          accept(conn, packet, topic, o === ALLOW ? RC.SUCCESS : RC.NOT_AUTHORIZED);
+        } catch (err) {
+          return conn.fail(err, 'publish handler');
+        }
+        conn.release();
+      });
+      return;
+    }
     // 3.1.1 cannot say no: the message is acknowledged and dropped [MQTT-3.3.5-2].
-    reasonCode = RC.NOT_AUTHORIZED;
+    if (outcome !== ALLOW) return accept(conn, packet, topic, RC.NOT_AUTHORIZED);
+  }
+  accept(conn, packet, topic, RC.SUCCESS);
+}
+
+/** The PUBLISH once authorized (or refused with reasonCode): stored, routed, acknowledged. */
+function accept(conn: Connection, packet: IPublishPacket, topic: string, refused: number): void {
+  const broker = conn.broker;
+  const v5 = conn.protocolVersion === 5;
+  const qos = packet.qos;
+  const id = packet.messageId ?? 0;
+  const props = packet.properties;
+  const session = conn.session!;
+  const payload = packet.payload as Buffer;
+  let reasonCode: number = refused;
+  let retain = packet.retain;
+  if (reasonCode !== RC.SUCCESS) {
+    // refused before: payload format, or not authorized
   } else if (retain && !broker.retained.admits(topic, payload.length)) {
     // Over --max-retained / --max-retained-bytes: a 5.0 QoS 1/2 publisher is told 0x97 Quota
     // exceeded and the message goes nowhere (a failure code means not accepted: routing it anyway

@@ -1,7 +1,7 @@
 import type { ISubscribePacket } from 'mqtt-packet';
 import type { QoS, SubscriptionRecord } from '../../persistence/types.js';
 import type { Connection } from '../connection.js';
-import { allowSubscribe } from '../hooks.js';
+import { ALLOW } from '../hooks.js';
 import { RC } from '../reason-codes.js';
 import { parseShared } from '../router.js';
 import { validFilter, wellFormed } from '../topic-tree.js';
@@ -13,7 +13,6 @@ import { validFilter, wellFormed } from '../topic-tree.js';
  */
 export function handleSubscribe(conn: Connection, packet: ISubscribePacket): void {
   const broker = conn.broker;
-  const session = conn.session!;
   const v5 = conn.protocolVersion === 5;
   // At least one filter [MQTT-3.8.3-3] (5.0: [MQTT-3.8.3-2]) and a non-zero Packet Identifier
   // [MQTT-2.3.1-1] (5.0: [MQTT-2.2.1-3]); a filter with ill-formed UTF-8 (U+FFFD once parsed) or
@@ -25,14 +24,13 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
   }
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (subscriptionId === 0) return conn.close(RC.PROTOCOL_ERROR, 'subscription identifier 0');
-  const codes: number[] = [];
-  const retainedFor: { rec: SubscriptionRecord; isNew: boolean }[] = [];
-  let joinedGroup = false;
-
+  // First every filter's own checks, then authorization (perhaps asynchronous) of those that pass.
+  const v5Invalid = v5 ? RC.TOPIC_FILTER_INVALID : 0x80;
+  const checked: (number | null)[] = [];
   for (const s of packet.subscriptions) {
     // Beyond --max-topic-levels / --max-topic-length: refused before anything splits it.
     if (!broker.limits.filter(s.topic)) {
-      codes.push(v5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+      checked.push(v5Invalid);
       continue;
     }
     const shared = parseShared(s.topic);
@@ -40,15 +38,63 @@ export function handleSubscribe(conn: Connection, packet: ISubscribePacket): voi
     // A share name is non-empty and free of wildcards and `/` [MQTT-4.8.2-1] [MQTT-4.8.2-2].
     const shareOk = !shared || (shared.group.length > 0 && !/[+#/]/.test(shared.group));
     if (!validFilter(filter) || !shareOk) {
-      codes.push(v5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+      checked.push(v5Invalid);
       continue;
     }
     // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
     if (shared && v5 && s.nl) return conn.close(RC.PROTOCOL_ERROR, 'No Local on a shared subscription');
-    if (broker.hooks.authorizeSubscribe && !allowSubscribe(conn, s.topic)) {
-      codes.push(v5 ? RC.NOT_AUTHORIZED : 0x80);
+    checked.push(null);
+  }
+  const plugins = broker.plugins;
+  if (plugins.authorizeSubscribe.length === 0) return subscribe(conn, packet, checked);
+  let pending: Promise<unknown>[] | undefined;
+  const refused = v5 ? RC.NOT_AUTHORIZED : 0x80;
+  packet.subscriptions.forEach((s, i) => {
+    if (checked[i] !== null) return;
+    const outcome = plugins.decide('authorizeSubscribe', conn.clientInfo, s.topic);
+    if (typeof outcome === 'number') {
+      if (outcome !== ALLOW) checked[i] = refused;
+      return;
+    }
+    pending ??= [];
+    pending.push(
+      outcome.then((o) => {
+        if (o !== ALLOW) checked[i] = refused;
+      }),
+    );
+  });
+  if (!pending) return subscribe(conn, packet, checked);
+  // Later packets of this connection wait, so SUBACKs and PUBLISH acks keep their order.
+  conn.hold();
+  void Promise.all(pending).then(() => {
+    if (conn.closing) return;
+    try {
+      subscribe(conn, packet, checked);
+    } catch (err) {
+      return conn.fail(err, 'subscribe handler');
+    }
+    conn.release();
+  });
+}
+
+/** Grants the filters not refused already (`checked[i]` holds a refusal code, or null). */
+function subscribe(conn: Connection, packet: ISubscribePacket, checked: (number | null)[]): void {
+  const broker = conn.broker;
+  const session = conn.session!;
+  const v5 = conn.protocolVersion === 5;
+  const subscriptionId = packet.properties?.subscriptionIdentifier;
+  const codes: number[] = [];
+  const retainedFor: { rec: SubscriptionRecord; isNew: boolean }[] = [];
+  let joinedGroup = false;
+
+  for (let i = 0; i < packet.subscriptions.length; i++) {
+    const s = packet.subscriptions[i];
+    const code = checked[i];
+    if (code !== null) {
+      codes.push(code);
       continue;
     }
+    const shared = parseShared(s.topic);
     const isNew = !session.subscriptions.has(s.topic);
     if (isNew && session.subscriptions.size >= broker.options.maxSubscriptionsPerClient) {
       codes.push(v5 ? RC.QUOTA_EXCEEDED : 0x80);

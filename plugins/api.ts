@@ -1,0 +1,86 @@
+import type { Logger } from 'pino';
+import type { PublishOptions } from '../broker/broker.js';
+import type { Message } from '../broker/message.js';
+import type { QoS } from '../persistence/types.js';
+import type { ClientInfo } from './types.js';
+
+/**
+ * The public plugin contract: what a plugin module exports and the only thing its setup sees.
+ * Nothing here reaches broker internals; README "Plugins" documents it.
+ */
+
+/** A chain hook's answer: decide now, or let the next plugin (finally the broker's default) decide. */
+export type Verdict = 'allow' | 'deny' | 'pass';
+
+type MaybePromise<T> = T | Promise<T>;
+
+/** A subscription as a plugin observes it. */
+export interface SubscriptionInfo {
+  filter: string;
+  qos: QoS;
+}
+
+/**
+ * Hooks a plugin may register, all optional. Authorization hooks form a chain in registration
+ * order; a hook that throws, rejects, answers anything but a Verdict, or takes longer than
+ * hookTimeout denies (and is logged with the plugin's name). Observers never affect the broker.
+ */
+export interface PluginHooks {
+  /** At CONNECT. Denied: CONNACK 0x86 (5.0) / 0x04 (3.1.1). May be async. */
+  authenticate?(
+    client: ClientInfo,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): MaybePromise<Verdict>;
+  /** Per inbound PUBLISH. Denied: 5.0 PUBACK/PUBREC 0x87, 3.1.1 acknowledged and dropped. May be async. */
+  authorizePublish?(client: ClientInfo, topic: string): MaybePromise<Verdict>;
+  /** Per filter in SUBSCRIBE (the full filter, `$share/<group>/` included). Denied: SUBACK 0x87 / 0x80. May be async. */
+  authorizeSubscribe?(client: ClientInfo, filter: string): MaybePromise<Verdict>;
+  /**
+   * Per delivery of a message to a session (also through wildcards, shared groups and retained
+   * messages). Synchronous only: it runs inside routing; a promise denies.
+   */
+  authorizeDeliver?(client: ClientInfo, topic: string): Verdict;
+  onConnect?(client: ClientInfo): void | Promise<void>;
+  onDisconnect?(client: ClientInfo, reason: string): void | Promise<void>;
+  /** A message accepted for routing; clientId is null for the broker's own (wills, api.publish). */
+  onPublish?(message: Message, clientId: string | null): void | Promise<void>;
+  onSubscribe?(clientId: string, subscription: SubscriptionInfo): void | Promise<void>;
+}
+
+export type HookName = keyof PluginHooks;
+
+/** What a plugin's setup gets. */
+export interface PluginApi {
+  /** The plugin's name. */
+  readonly name: string;
+  /** A pino child logger bound to `{ plugin: name }`. */
+  readonly log: Logger;
+  /** Registers hooks (may be called more than once; each call adds to the chains). */
+  addHooks(hooks: PluginHooks): void;
+  /** Publishes as the broker; false when a subscriber's queue was full (see Broker.publish). */
+  publish(message: PublishOptions): boolean;
+  /** The clients connected now. */
+  clients(): ClientInfo[];
+  /** A connected client by id. */
+  client(clientId: string): ClientInfo | undefined;
+  /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
+  onClose(fn: () => void | Promise<void>): void;
+}
+
+export interface Plugin<Options = unknown> {
+  readonly name: string;
+  setup(api: PluginApi, options: Options): void | Promise<void>;
+}
+
+/** A plugin alone, or with its options. */
+// biome-ignore lint/suspicious/noExplicitAny: a list holds plugins with different option types
+export type PluginEntry = Plugin<any> | readonly [Plugin<any>, unknown];
+
+/** Identity with types: a plugin module's default export is `definePlugin({ name, setup })`. */
+export function definePlugin<Options = unknown>(plugin: Plugin<Options>): Plugin<Options> {
+  if (typeof plugin?.name !== 'string' || plugin.name === '') throw new TypeError('a plugin needs a name');
+  if (typeof plugin.setup !== 'function')
+    throw new TypeError(`plugin ${plugin.name}: setup must be a function`);
+  return plugin;
+}
