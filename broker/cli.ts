@@ -2,6 +2,8 @@
 import { parseArgs } from 'node:util';
 import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
+import type { PluginEntry } from '../plugins/api.js';
+import { loadPlugin } from '../plugins/load.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
@@ -105,6 +107,17 @@ const FLAGS = {
     type: 'string',
     default: String(DEFAULTS.connectTimeout),
     help: 'seconds a new connection may take to send CONNECT',
+  },
+  'hook-timeout': {
+    type: 'string',
+    default: String(DEFAULTS.hookTimeout),
+    help: 'milliseconds an asynchronous plugin hook may take; later, it counts as a denial',
+  },
+  plugin: {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: 'path-or-package[:json options]: load a plugin (repeat the flag for more, set up in order)',
   },
   'max-topic-levels': {
     type: 'string',
@@ -323,7 +336,18 @@ async function main(): Promise<void> {
     kind === 'level'
       ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
       : new MemoryPersistence();
+  const plugins: PluginEntry[] = [];
+  for (const spec of values.plugin as string[]) {
+    try {
+      plugins.push(await loadPlugin(spec));
+    } catch (err) {
+      process.stderr.write(`heron: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+  }
   const broker = createBroker({
+    plugins,
+    hookTimeout: int('hook-timeout', s('hook-timeout')),
     port: int('port', s('port')),
     host: s('host') || undefined,
     wsPort: orNull(int('ws-port', s('ws-port'))),
