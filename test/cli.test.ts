@@ -4,7 +4,7 @@
  * session, and a clean SIGTERM shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +149,49 @@ describe('heron CLI', () => {
     onCleanup(() => probe.destroy());
     const err = await once<NodeJS.ErrnoException>(probe, 'error');
     expect(err.code).toBe('ECONNREFUSED');
+  });
+
+  it('--plugin loads a module by path with JSON options (set up before listening); a bad one exits 2', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'heron-cli-plugin-'));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'deny.mjs');
+    writeFileSync(
+      file,
+      `export default {
+  name: 'deny',
+  setup(api, options) {
+    api.log.info({ topic: options.topic }, 'deny plugin ready');
+    api.addHooks({ authorizeSubscribe: (client, filter) => (filter === options.topic ? 'deny' : 'pass') });
+  },
+};
+`,
+    );
+    const r = run([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--persistence',
+      'memory',
+      '--plugin',
+      `${file}:{"topic":"secret/#"}`,
+    ]);
+    const listening = await r.line((l) => l.msg === 'listening');
+    const ready = r.lines.findIndex((l) => l.msg === 'deny plugin ready');
+    expect(r.lines[ready]).toMatchObject({ plugin: 'deny', topic: 'secret/#' });
+    expect(ready).toBeLessThan(r.lines.indexOf(listening));
+    const c = await connect(`mqtt://127.0.0.1:${listening.port}`, { protocolVersion: 5 });
+    // 5.0 SUBACK 0x87, which mqtt.js reports as an error.
+    await expect(c.subscribeAsync('secret/#')).rejects.toThrow('Not authorized');
+    expect((await c.subscribeAsync('open/#'))[0].qos).toBe(0);
+    r.child.kill('SIGTERM');
+    expect((await r.done).code).toBe(0);
+
+    const bad = await output(['--port', '0', '--plugin', join(dir, 'missing.mjs')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--plugin .*missing\.mjs: cannot load/);
   });
 
   it('a second broker on a data dir in use exits 1 with a clear message and leaves the data alone', async () => {
