@@ -88,8 +88,9 @@ export class Session extends SessionQueue {
   }
 
   /**
-   * Delivers a routed message at the given QoS (every route to a session comes here: direct,
-   * shared, retained): authorizeDeliver first, when a plugin registered it (one length check).
+   * Delivers a routed message at the given QoS (direct subscriptions and retained messages):
+   * authorizeDeliver first, when a plugin registered it (one length check). Shared group copies
+   * are not checked per delivery (their filter was authorized at SUBSCRIBE): they use place().
    */
   deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, cache?: EncodeCache): void {
     const plugins = this.broker.plugins;
@@ -98,13 +99,7 @@ export class Session extends SessionQueue {
   }
 
   /** Sends it now, queues it, or stores it for later. */
-  private place(
-    msg: Message,
-    qos: QoS,
-    retain: boolean,
-    subIds: number[] | undefined,
-    cache?: EncodeCache,
-  ): void {
+  place(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, cache?: EncodeCache): void {
     const conn = this.conn;
     if (qos === 0) {
       // QoS 0 is at most once: sent only to a connected client that is keeping up.

@@ -181,6 +181,19 @@ describe('hook chains: allow / deny / pass in registration order', () => {
     expect(await silent(sub)).toBeNull();
   });
 
+  it('shared group copies are not checked per delivery (the group filter was authorized at SUBSCRIBE)', async () => {
+    const { port, broker } = await startBroker({
+      plugins: [plugin('acl', { authorizeDeliver: () => 'deny' })],
+    });
+    const member = await RawClient.connected(port, 5);
+    member.send(subscribe('$share/g/j/#'));
+    expect(await member.next()).toMatchObject({ cmd: 'suback', granted: [1] });
+    broker.publish({ topic: 'j/0', payload: 'x', qos: 0 });
+    broker.publish({ topic: 'j/1', payload: 'x', qos: 1 });
+    expect(await member.next()).toMatchObject({ cmd: 'publish', topic: 'j/0' });
+    expect(await member.next()).toMatchObject({ cmd: 'publish', topic: 'j/1' });
+  });
+
   it('a synchronous authorizeDeliver runs within routing: no promise, no later tick', async () => {
     const calls: string[] = [];
     const { port, broker } = await startBroker({

@@ -150,7 +150,7 @@ export class ShareGroup implements GateOwner {
     const qos = Math.min(m.qos, msg.qos) as QoS;
     const ids = m.subscriptionId === undefined ? undefined : [m.subscriptionId];
     if (qos === 0) {
-      m.session.deliver(msg, 0, false, ids, cache);
+      m.session.place(msg, 0, false, ids, cache);
       return;
     }
     const seq = nextSeq();
@@ -204,7 +204,7 @@ export class ShareGroup implements GateOwner {
     }
     if (i < 0) return;
     const m = this.members[i];
-    m.session.deliver(msg, 0, false, m.subscriptionId === undefined ? undefined : [m.subscriptionId], cache);
+    m.session.place(msg, 0, false, m.subscriptionId === undefined ? undefined : [m.subscriptionId], cache);
   }
 
   /** Hands waiting messages, highest priority first, to members with room, until none has. */
@@ -260,7 +260,7 @@ export class ShareGroup implements GateOwner {
     if (qos === 0) {
       // Granted QoS 0: delivered at most once, so the group's copy is done with.
       this.host.broker.persistence.deleteGroupMessage(this.id, e.seq);
-      m.session.deliver(msg, 0, false, ids);
+      m.session.place(msg, 0, false, ids);
       return;
     }
     m.session.deliverGroup(this.job(e.seq, qos, msg, ids, e.attempts, e.dup));
