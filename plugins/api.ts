@@ -73,9 +73,8 @@ export interface Plugin<Options = unknown> {
   setup(api: PluginApi, options: Options): void | Promise<void>;
 }
 
-/** A plugin alone, or with its options. */
-// biome-ignore lint/suspicious/noExplicitAny: a list holds plugins with different option types
-export type PluginEntry = Plugin<any> | readonly [Plugin<any>, unknown];
+/** A plugin alone, or with its options (setup is a method: a Plugin<O> of any O fits). */
+export type PluginEntry = Plugin | readonly [Plugin, unknown];
 
 /** Identity with types: a plugin module's default export is `definePlugin({ name, setup })`. */
 export function definePlugin<Options = unknown>(plugin: Plugin<Options>): Plugin<Options> {
