@@ -126,6 +126,9 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
     }
     if (conn.closing) return;
+    // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
+    if (!ok && packet.username === undefined)
+      return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
     if (!ok)
       return refuse(
         CONNACK_V4.BAD_USERNAME_OR_PASSWORD,
