@@ -139,7 +139,72 @@ withMosquitto("files written by Debian's mosquitto_passwd are accepted by Heron"
     expect(await mqttConnect(url, { username: 'alice', password: 'nope', protocolVersion: 5 })).toBe(0x86);
     expect(await mqttConnect(url, { protocolVersion: 4 })).toBe(0x05);
   });
+
+  it('SIGHUP reloads --password-file; a file that fails to parse keeps the previous users', async () => {
+    const dir = tmp();
+    const pw = join(dir, 'passwords');
+    writeFileSync(pw, readFileSync(file));
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        '--port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--ws-port',
+        '0',
+        '--persistence',
+        'memory',
+        '--password-file',
+        pw,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    onCleanup(() => child.kill('SIGKILL'));
+    const logs = logLines(child);
+    const url = `mqtt://127.0.0.1:${(await logs('listening')).port}`;
+    expect(await mqttConnect(url, { username: 'carol', password: 'c', protocolVersion: 5 })).toBe(0x86);
+    mosquittoPasswd('-b', pw, 'carol', 'c');
+    child.kill('SIGHUP');
+    expect((await logs('password file reloaded')).users).toBe(3);
+    expect(await mqttConnect(url, { username: 'carol', password: 'c', protocolVersion: 5 })).toBe(
+      'connected',
+    );
+    writeFileSync(pw, 'carol\n');
+    child.kill('SIGHUP');
+    const failed = await logs('password file not reloaded; keeping the previous one');
+    expect(JSON.stringify(failed.err)).toContain('line 1');
+    expect(await mqttConnect(url, { username: 'carol', password: 'c', protocolVersion: 4 })).toBe(
+      'connected',
+    );
+  });
 });
+
+/** Waits for log lines by message, each awaited message seen once, in order. */
+function logLines(child: ChildProcess): (msg: string) => Promise<Record<string, unknown>> {
+  const seen: Record<string, unknown>[] = [];
+  const waiters: (() => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    try {
+      seen.push(JSON.parse(text));
+    } catch {
+      return;
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  let from = 0;
+  return async (msg) => {
+    for (;;) {
+      const i = seen.findIndex((l, k) => k >= from && l.msg === msg);
+      if (i >= 0) {
+        from = i + 1;
+        return seen[i];
+      }
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
+}
 
 function listeningPort(child: ChildProcess): Promise<number> {
   return new Promise((resolve, reject) => {
