@@ -4,6 +4,9 @@ import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import type { PluginEntry } from '../plugins/api.js';
 import { loadPlugin } from '../plugins/load.js';
+import { passwordFileHooks } from '../plugins/password-file/hooks.js';
+import { passwdMain } from '../plugins/password-file/passwd-cli.js';
+import { PasswordFile } from '../plugins/password-file/passwords.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
@@ -250,11 +253,21 @@ const FLAGS = {
     default: String(DEFAULTS.maxConnectSize),
     help: 'largest CONNECT, bytes: what a connection may buffer before CONNECT is complete',
   },
+  'password-file': {
+    type: 'string',
+    default: '',
+    help: 'Mosquitto password file (heron passwd writes one): clients must log in; reloaded on SIGHUP',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
 function usage(): string {
-  const lines = ['Usage: heron [options]', '', 'Options:'];
+  const lines = [
+    'Usage: heron [options]',
+    '       heron passwd [-c] [-b] [-D] FILE USER [PASSWORD]',
+    '',
+    'Options:',
+  ];
   for (const [name, f] of Object.entries(FLAGS)) {
     const d = f.default as string | boolean | readonly string[];
     const def = ` (default: ${f.type === 'boolean' ? 'off' : d === '' || Array.isArray(d) ? 'none' : d})`;
@@ -332,6 +345,16 @@ async function main(): Promise<void> {
     process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
     process.exit(2);
   }
+  // TEMPORARY: moves onto the plugin API (the password-file plugin) once it lands.
+  let passwords: PasswordFile | undefined;
+  if (values['password-file']) {
+    try {
+      passwords = await PasswordFile.open(s('password-file'));
+    } catch (err) {
+      process.stderr.write(`heron: --password-file: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+  }
   const persistence =
     kind === 'level'
       ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
@@ -365,6 +388,7 @@ async function main(): Promise<void> {
     wssPort: orNull(int('wss-port', s('wss-port'))),
     logger: log,
     persistence,
+    hooks: passwords ? passwordFileHooks(passwords) : undefined,
     maxInflight: int('max-inflight', s('max-inflight')),
     maxQueued: int('max-queued', s('max-queued')),
     maxQueuedBytes: int('max-queued-bytes', s('max-queued-bytes')),
@@ -427,6 +451,18 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  if (passwords)
+    process.on('SIGHUP', () => {
+      // A file that fails to parse keeps the users loaded before.
+      passwords?.reload().then(
+        () => log.info({ users: passwords?.size }, 'password file reloaded'),
+        (err) => log.error({ err }, 'password file not reloaded; keeping the previous one'),
+      );
+    });
 }
 
-void main();
+if (process.argv[2] === 'passwd')
+  passwdMain(process.argv.slice(3)).then((code) => {
+    process.exitCode = code;
+  });
+else void main();

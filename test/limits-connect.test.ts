@@ -64,7 +64,7 @@ describe('--max-connections', () => {
       maxConnections: 1,
       hooks: { authenticate: async () => false },
     });
-    for (let i = 0; i < 3; i++) expect((await refused(port, 5)).reasonCode).toBe(0x86);
+    for (let i = 0; i < 3; i++) expect((await refused(port, 5, { username: 'u' })).reasonCode).toBe(0x86);
     expect(broker.clientLimits.admitted).toBe(0);
     expect(broker.stats.connectionsRefused.maxConnections).toBe(0);
   });

@@ -81,7 +81,7 @@ describe('per-connection limits', () => {
     const c = await RawClient.open(port, 4);
     c.write(
       Buffer.concat([
-        generate(connectPacket(4, { clientId: 'intruder' })),
+        generate(connectPacket(4, { clientId: 'intruder', username: 'intruder' })),
         generate({
           cmd: 'publish',
           topic: 'leak/t',

@@ -95,7 +95,7 @@ describe('hook chains: allow / deny / pass in registration order', () => {
       const { port } = await startBroker({ plugins: twoPlugins('authenticate', first, second, async) });
       for (const v of [4, 5] as const) {
         const c = await RawClient.open(port, v);
-        c.send(connectPacket(v, { clientId: `x-${v}` }));
+        c.send(connectPacket(v, { clientId: `x-${v}`, username: 'u' }));
         const ack = await c.next();
         if (result === 'allow') expect(ack).toMatchObject(v === 5 ? { reasonCode: 0 } : { returnCode: 0 });
         else
@@ -436,7 +436,7 @@ describe('observers and the plugin api', () => {
     await broker.listen();
     order.push('listening');
     const c = await RawClient.open(broker.port(), 5);
-    c.send(connectPacket(5));
+    c.send(connectPacket(5, { username: 'u' }));
     expect(await c.next()).toMatchObject({ reasonCode: RC.BAD_USERNAME_OR_PASSWORD });
     await broker.close();
     expect(order).toEqual(['set up', 'listening', 'closed']);

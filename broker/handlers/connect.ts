@@ -130,6 +130,9 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       broker.log.error({ clientId }, 'authenticate hook failed');
       return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
     }
+    // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
+    if (outcome === DENY && packet.username === undefined)
+      return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
     if (outcome === DENY)
       return refuse(
         CONNACK_V4.BAD_USERNAME_OR_PASSWORD,
