@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import type { PluginEntry } from '../plugins/api.js';
+import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
 import { passwordFileHooks } from '../plugins/password-file/hooks.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
@@ -258,6 +259,27 @@ const FLAGS = {
     default: '',
     help: 'Mosquitto password file (heron passwd writes one): clients must log in; reloaded on SIGHUP',
   },
+  'jwt-secret': {
+    type: 'string',
+    default: '',
+    help: 'HMAC secret: the jwt plugin verifies HS256/384/512 tokens given as the MQTT password',
+  },
+  'jwt-public-key': {
+    type: 'string',
+    default: '',
+    help: 'PEM public key file (RSA or EC): the jwt plugin verifies RS*/PS*/ES* tokens',
+  },
+  'jwks-file': { type: 'string', default: '', help: 'JWKS file: the jwt plugin picks keys by kid/alg' },
+  'jwt-username-claim': {
+    type: 'string',
+    default: 'sub',
+    help: "claim the MQTT user name must equal when the token has it ('' = any user name)",
+  },
+  'jwt-acl-claim': {
+    type: 'string',
+    default: 'acl',
+    help: 'claim with {pub, sub, all} topic lists (%u, %c substituted); without it: pass',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
@@ -367,6 +389,17 @@ async function main(): Promise<void> {
       process.stderr.write(`heron: ${(err as Error).message}\n`);
       process.exit(2);
     }
+  }
+  if (values['jwt-secret'] || values['jwt-public-key'] || values['jwks-file']) {
+    // Key files are read at setup: a missing or bad one fails the start.
+    const options: JwtOptions = {
+      secret: s('jwt-secret') || undefined,
+      publicKeyFile: s('jwt-public-key') || undefined,
+      jwksFile: s('jwks-file') || undefined,
+      usernameClaim: s('jwt-username-claim'),
+      aclClaim: s('jwt-acl-claim'),
+    };
+    plugins.push([jwtPlugin, options]);
   }
   const broker = createBroker({
     plugins,
