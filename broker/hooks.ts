@@ -101,7 +101,7 @@ export class PluginHost {
         if (!SERVER_DISCONNECT_CODES.has(reasonCode))
           throw new TypeError(`plugin ${name}: ${reasonCode} is not a DISCONNECT reason code a server sends`);
         const c = broker.sessions.get(id)?.conn;
-        if (!c || c.state !== 'connected') return false;
+        if (c?.state !== 'connected') return false;
         c.close(reasonCode, `disconnected by plugin ${name}`);
         return true;
       },

@@ -280,7 +280,12 @@ describe('jwt expiry while connected', () => {
 describe('api.disconnect', () => {
   it('disconnects with a reason code, refuses codes a server may not send, false for unknown ids', async () => {
     let api: PluginApi | undefined;
-    const grab = definePlugin({ name: 'grab', setup: (a: PluginApi) => void (api = a) });
+    const grab = definePlugin({
+      name: 'grab',
+      setup(a: PluginApi) {
+        api = a;
+      },
+    });
     const { port } = await startBroker({ plugins: [grab] });
     const { client } = await connack(port, 5, { clientId: 'victim' });
     expect(() => api?.disconnect('victim', 0x04)).toThrow(TypeError);
