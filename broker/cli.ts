@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import type { PluginEntry } from '../plugins/api.js';
+import { type HttpAuthOptions, default as httpAuthPlugin } from '../plugins/http-auth/index.js';
 import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
 import { passwordFileHooks } from '../plugins/password-file/hooks.js';
@@ -280,6 +281,31 @@ const FLAGS = {
     default: 'acl',
     help: 'claim with {pub, sub, all} topic lists (%u, %c substituted); without it: pass',
   },
+  'http-auth-url': {
+    type: 'string',
+    default: '',
+    help: 'http-auth plugin: POST each CONNECT (and, without --http-acl-url, publish/subscribe) here',
+  },
+  'http-acl-url': {
+    type: 'string',
+    default: '',
+    help: "http-auth plugin: POST publish/subscribe authorization here ('none' = not asked; none given = --http-auth-url)",
+  },
+  'http-auth-timeout': {
+    type: 'string',
+    default: '3000',
+    help: 'milliseconds an http-auth request may take; later it gets --http-auth-default',
+  },
+  'http-auth-cache-ttl': {
+    type: 'string',
+    default: '60',
+    help: 'seconds an http-auth answer is cached (0 = no cache)',
+  },
+  'http-auth-default': {
+    type: 'string',
+    default: 'deny',
+    help: 'what http-auth answers on a timeout, a network error or a non-200: deny|ignore',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
@@ -400,6 +426,21 @@ async function main(): Promise<void> {
       aclClaim: s('jwt-acl-claim'),
     };
     plugins.push([jwtPlugin, options]);
+  }
+  if (values['http-auth-url']) {
+    const fallback = s('http-auth-default');
+    if (fallback !== 'deny' && fallback !== 'ignore') {
+      process.stderr.write(`heron: --http-auth-default must be deny or ignore, got "${fallback}"\n`);
+      process.exit(2);
+    }
+    const options: HttpAuthOptions = {
+      url: s('http-auth-url'),
+      aclUrl: s('http-acl-url') || undefined,
+      timeout: int('http-auth-timeout', s('http-auth-timeout')),
+      cacheTtl: int('http-auth-cache-ttl', s('http-auth-cache-ttl')),
+      default: fallback,
+    };
+    plugins.push([httpAuthPlugin, options]);
   }
   const broker = createBroker({
     plugins,
