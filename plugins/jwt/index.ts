@@ -146,7 +146,10 @@ export function jwtHooks(api: PluginApi, o: JwtOptions) {
         return 'deny' as Verdict;
       }
       if (usernameClaim && payload[usernameClaim] !== undefined && payload[usernameClaim] !== username) {
-        api.log.info({ clientId: client.clientId, username }, `user name is not the token's ${usernameClaim}`);
+        api.log.info(
+          { clientId: client.clientId, username },
+          `user name is not the token's ${usernameClaim}`,
+        );
         return 'deny' as Verdict;
       }
       const acl = readAcl(payload[aclClaim], username, client.clientId);
@@ -176,10 +179,11 @@ export function jwtHooks(api: PluginApi, o: JwtOptions) {
 
     onDisconnect(client: ClientInfo) {
       const g = grants.get(client.clientId);
-      if (g?.info === client && g.timer) {
-        clearTimeout(g.timer);
-        g.timer = undefined;
-      }
+      if (g?.info !== client) return; // an older connection of a client id connected again
+      if (g.timer) clearTimeout(g.timer);
+      g.timer = undefined;
+      // Lists stay for the offline session's deliveries; without lists nothing is left to keep.
+      if (!g.acl) grants.delete(client.clientId);
     },
 
     authorizePublish(client: ClientInfo, topic: string): Verdict {
