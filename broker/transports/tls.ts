@@ -65,7 +65,11 @@ export async function listenTls(
     });
   });
   // A failed handshake is the client's problem, not the broker's.
-  server.on('tlsClientError', (err) => broker.log.debug({ err: err.message }, 'TLS handshake failed'));
+  server.on('tlsClientError', (err, socket) => {
+    broker.log.debug({ err: err.message }, 'TLS handshake failed');
+    // With a listener here Node leaves the socket open (a handshake timeout included).
+    socket.destroy();
+  });
   const boundPort = await listen(server, port, host);
   return {
     name: 'tls',

@@ -59,7 +59,11 @@ export async function listenWebSocket(broker: Broker, o: WebSocketListenOptions)
   };
   if (o.tls) {
     server.on('secureConnection', pending);
-    server.on('tlsClientError', (err) => broker.log.debug({ err: err.message }, 'TLS handshake failed'));
+    server.on('tlsClientError', (err, socket) => {
+      broker.log.debug({ err: err.message }, 'TLS handshake failed');
+      // With a listener here Node leaves the socket open (a handshake timeout included).
+      socket.destroy();
+    });
   } else server.on('connection', pending);
   const wss = new WebSocketServer({
     noServer: true,
