@@ -13,6 +13,7 @@ import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
+import { trustedProxies } from './transports/ws-checks.js';
 
 /** Every flag, its default and its meaning: parsed from here and printed by --help. */
 const FLAGS = {
@@ -27,7 +28,17 @@ const FLAGS = {
   'ws-trust-proxy': {
     type: 'boolean',
     default: false,
-    help: 'take WebSocket client addresses from X-Forwarded-For',
+    help: 'take WebSocket client addresses from X-Forwarded-For (the right-most entry not a trusted proxy)',
+  },
+  'ws-trusted-proxies': {
+    type: 'string',
+    default: DEFAULTS.wsTrustedProxies.join(','),
+    help: 'comma-separated proxy addresses or CIDR ranges whose X-Forwarded-For is believed',
+  },
+  'ws-allowed-origins': {
+    type: 'string',
+    default: '',
+    help: 'comma-separated origins browser pages may connect from, * = any (none = same host name only)',
   },
   'tls-cert': { type: 'string', default: '', help: 'PEM certificate file: enables MQTT over TLS and WSS' },
   'tls-key': { type: 'string', default: '', help: 'PEM private key file for --tls-cert' },
@@ -36,6 +47,11 @@ const FLAGS = {
     type: 'boolean',
     default: false,
     help: 'refuse TLS clients without a certificate signed by --tls-ca',
+  },
+  'tls-identity-as-username': {
+    type: 'boolean',
+    default: false,
+    help: "on TLS/WSS the verified client certificate's CN is the user name; no certificate = refused",
   },
   'tls-port': {
     type: 'string',
@@ -360,6 +376,11 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const orNull = (n: number) => (n === 0 ? null : n);
+  const list = (v: string) =>
+    v
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
   const strategy = (flag: string, v: string): ShareStrategy => {
     if (!(SHARE_STRATEGIES as readonly string[]).includes(v)) {
       process.stderr.write(`heron: ${flag} must be one of ${SHARE_STRATEGIES.join(', ')}, got "${v}"\n`);
@@ -386,6 +407,12 @@ async function main(): Promise<void> {
     process.stderr.write(
       `heron: --queue-overflow must be one of ${QUEUE_OVERFLOW.join(', ')}, got "${overflow}"\n`,
     );
+    process.exit(2);
+  }
+  try {
+    trustedProxies(list(s('ws-trusted-proxies')));
+  } catch (err) {
+    process.stderr.write(`heron: --ws-trusted-proxies: ${(err as Error).message}\n`);
     process.exit(2);
   }
   const kind = s('persistence');
@@ -450,6 +477,9 @@ async function main(): Promise<void> {
     wsPort: orNull(int('ws-port', s('ws-port'))),
     wsPath: s('ws-path'),
     wsTrustProxy: values['ws-trust-proxy'] === true,
+    wsTrustedProxies: list(s('ws-trusted-proxies')),
+    wsAllowedOrigins: s('ws-allowed-origins') ? list(s('ws-allowed-origins')) : undefined,
+    tlsIdentityAsUsername: values['tls-identity-as-username'] === true,
     tls: values['tls-cert']
       ? {
           cert: s('tls-cert'),

@@ -5,6 +5,7 @@ import { DENY, FAILED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
 import { validTopic } from '../topic-tree.js';
+import { certificateIdentity } from '../transports/tls.js';
 
 type ConnackProps = NonNullable<IConnackPacket['properties']>;
 
@@ -116,7 +117,14 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
 
   conn.clientId = clientId;
   conn.username = packet.username;
-  if (broker.plugins.authenticate.length > 0) {
+  // --tls-identity-as-username, as Mosquitto's use_identity_as_username: on a TLS listener the
+  // verified certificate's CN is the user name and the certificate is the credential (the
+  // authenticate chain is not asked); no verified certificate → bad user name or password.
+  const identity = opts.tlsIdentityAsUsername ? tlsIdentity(conn) : undefined;
+  if (identity === null)
+    return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'no client certificate');
+  if (identity !== undefined) conn.username = identity;
+  else if (broker.plugins.authenticate.length > 0) {
     const outcome = await broker.plugins.decide(
       'authenticate',
       conn.clientInfo,
@@ -209,4 +217,10 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   broker.clientConnected(conn, present);
   if (present) await session.resume();
   if (!conn.closing) conn.release();
+}
+
+/** The CN a TLS connection's verified certificate names (null: none); undefined off TLS. */
+function tlsIdentity(conn: Connection): string | null | undefined {
+  const t = conn.info.transport;
+  return t === 'tls' || t === 'wss' ? certificateIdentity(conn.info.certificateSubject) : undefined;
 }
