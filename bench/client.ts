@@ -22,6 +22,8 @@ export interface ConnectOptions {
   keepalive?: number;
   clean?: boolean;
   timeoutMs?: number;
+  username?: string;
+  password?: string;
 }
 
 /** Called for each PUBLISH received, after its acknowledgement has been queued. */
@@ -156,6 +158,8 @@ export class BenchClient {
             clientId: o.clientId,
             clean: o.clean ?? true,
             keepalive: o.keepalive ?? 0,
+            ...(o.username !== undefined && { username: o.username }),
+            ...(o.password !== undefined && { password: Buffer.from(o.password) }),
           },
           { protocolVersion: PROTOCOL_VERSION },
         ),

@@ -1,5 +1,6 @@
 /** Every scenario, in run order. Add new ones (persistence, shared subscriptions, …) here. */
 import type { Scenario } from '../scenario.js';
+import { passwordConnects } from './auth.js';
 import { fanIn, fanInTuned } from './fan-in.js';
 import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
@@ -20,6 +21,7 @@ export const scenarios: Scenario[] = [
   latency(1),
   shared,
   idleConnections,
+  passwordConnects,
   slowConsumer(0),
   slowConsumer(1),
   persistFanInMemory,
