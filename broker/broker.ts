@@ -172,6 +172,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /** Whether a client without a user name may connect when no authenticate hook decides. */
+  get anonymousAllowed(): boolean {
+    return this.options.allowAnonymous ?? this.plugins.authenticate.length === 0;
+  }
+
+  /**
+   * Re-reads plugin configuration (each plugin's onReload; the CLI calls this on SIGHUP). New
+   * checks use what was reloaded at once. Rejects, after running every reload, when one failed.
+   */
+  reload(): Promise<void> {
+    return this.plugins.reload();
+  }
+
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
     // Plugins are set up first: their hooks apply to everything restored and every connection.
