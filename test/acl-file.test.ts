@@ -4,9 +4,12 @@
  * read, anonymous rules, reload (new rules at once; a file that fails to parse keeps the old ones),
  * and allowAnonymous with and without authentication.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import type { IConnackPacket, IPubackPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import aclFilePlugin from '../plugins/acl-file/index.js';
@@ -203,6 +206,51 @@ describe('acl-file: reload', () => {
       expect(((await c.nextOf('suback')) as ISubackPacket).granted).toEqual([REFUSED_SUB[v]]);
     });
   }
+
+  it('the CLI: --acl-file is enforced and SIGHUP reloads it; a bad file keeps the old rules and logs the line', async () => {
+    const file = join(tmp(), 'acl');
+    writeFileSync(file, 'topic read a/#\n');
+    const cli = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
+    const args = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--persistence', 'memory'];
+    const child = spawn(process.execPath, [cli, ...args, '--acl-file', file], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    onCleanup(() => child.kill('SIGKILL'));
+    const seen: Record<string, unknown>[] = [];
+    const waiters: (() => void)[] = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      seen.push(JSON.parse(line));
+      for (const w of waiters.splice(0)) w();
+    });
+    const log = async (msg: string, transport?: string) => {
+      for (;;) {
+        const l = seen.find((x) => x.msg === msg && (transport === undefined || x.transport === transport));
+        if (l) return l;
+        await new Promise<void>((r) => waiters.push(r));
+      }
+    };
+    const port = (await log('listening', 'tcp')).port as number;
+    const granted = async (filter: string) => {
+      const c = await RawClient.connected(port, 5);
+      c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: filter, qos: 0 }] });
+      const code = ((await c.nextOf('suback')) as ISubackPacket).granted[0];
+      c.socket.destroy();
+      return code;
+    };
+    expect(await granted('a/x')).toBe(0);
+    expect(await granted('b/x')).toBe(0x87);
+    writeFileSync(file, 'topic read b/#\n');
+    child.kill('SIGHUP');
+    expect((await log('acl file reloaded')).rules).toBe(1);
+    expect(await granted('a/x')).toBe(0x87);
+    expect(await granted('b/x')).toBe(0);
+    writeFileSync(file, 'topic read a/#\ntopic read +a\n');
+    child.kill('SIGHUP');
+    const failed = await log('acl file not reloaded; keeping the previous rules');
+    expect(JSON.stringify(failed.err)).toContain('line 2');
+    expect(await granted('b/x')).toBe(0);
+    expect(await granted('a/x')).toBe(0x87);
+  });
 
   it('a file that fails to parse at start fails the start, naming the line', async () => {
     const file = join(tmp(), 'acl');
