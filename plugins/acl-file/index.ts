@@ -7,7 +7,17 @@
 import { readFile } from 'node:fs/promises';
 import { definePlugin } from '../api.js';
 import type { ClientInfo } from '../types.js';
-import { type AclRules, ClientAcl, parseAcl, READ, rulesFor, WRITE } from './rules.js';
+import {
+  type AclRules,
+  ClientAcl,
+  type CompiledRule,
+  compileRules,
+  parseAcl,
+  patternsFor,
+  READ,
+  userRules,
+  WRITE,
+} from './rules.js';
 
 export interface AclFileOptions {
   /** Path of the ACL file. */
@@ -40,13 +50,26 @@ export default definePlugin<AclFileOptions>({
     let rules = await loadAcl(path);
     api.log.info({ rules: rules.size }, 'acl file loaded');
 
-    // Each connection's compiled rules (its %u / %c patterns substituted), computed at its first
+    // Each user's own rules compiled once per rule set (key '' holds the anonymous ones; a user
+    // name cannot be empty there, since `user` needs one).
+    let users = new Map<string, CompiledRule[]>();
+    const ownRules = (username: string | undefined): CompiledRule[] => {
+      const key = username ?? '';
+      let own = users.get(key);
+      if (own === undefined) {
+        own = compileRules(userRules(rules, username));
+        users.set(key, own);
+      }
+      return own;
+    };
+    // Each connection's ACL (its %u / %c patterns substituted and compiled), made at its first
     // check and kept while the connection's ClientInfo lives and the rule set is unchanged.
     const cache = new WeakMap<ClientInfo, { rules: AclRules; acl: ClientAcl }>();
     const aclOf = (client: ClientInfo): ClientAcl => {
       const hit = cache.get(client);
       if (hit !== undefined && hit.rules === rules) return hit.acl;
-      const acl = new ClientAcl(rulesFor(rules, client.clientId, client.username));
+      const patterns = compileRules(patternsFor(rules, client.clientId, client.username));
+      const acl = new ClientAcl(ownRules(client.username), patterns);
       cache.set(client, { rules, acl });
       return acl;
     };
@@ -60,7 +83,9 @@ export default definePlugin<AclFileOptions>({
 
     api.onReload(async () => {
       try {
-        rules = await loadAcl(path);
+        const next = await loadAcl(path);
+        users = new Map();
+        rules = next;
       } catch (err) {
         api.log.error({ err }, 'acl file not reloaded; keeping the previous rules');
         throw err;

@@ -106,24 +106,48 @@ interface Compiled {
   wildFirst: boolean;
 }
 
-/** What one client may do, compiled once per client (and rule set). */
+/** A rule ready for ClientAcl: its filter split, and whether it holds a wildcard. */
+export interface CompiledRule {
+  access: number;
+  filter: string;
+  wildcard: boolean;
+  compiled: Compiled;
+}
+
+export function compileRules(rules: readonly RuleText[]): CompiledRule[] {
+  return rules.map((r) => ({
+    access: r.access,
+    filter: r.filter,
+    wildcard: r.filter.includes('+') || r.filter.includes('#'),
+    compiled: compile(r.filter),
+  }));
+}
+
+/**
+ * What one client may do: its user's rules (compiled once per user and rule set) and its
+ * substituted patterns (compiled once per connection), sorted by action into a set of literal
+ * topics, wildcard rules and deny rules.
+ */
 export class ClientAcl {
   private readonly exact: [Set<string>, Set<string>] = [new Set(), new Set()];
   private readonly wild: [Compiled[], Compiled[]] = [[], []];
   private readonly denied: [Compiled[], Compiled[]] = [[], []];
 
-  constructor(rules: readonly RuleText[]) {
-    for (const r of rules) {
-      const c = compile(r.filter);
-      const wildcard = r.filter.includes('+') || r.filter.includes('#');
-      for (const [bit, i] of [
-        [READ, 0],
-        [WRITE, 1],
-      ] as const) {
-        if (r.access & DENY) this.denied[i].push(c);
-        else if (r.access & bit) {
-          if (wildcard) this.wild[i].push(c);
-          else this.exact[i].add(r.filter);
+  constructor(...lists: readonly (readonly CompiledRule[])[]) {
+    // The same rule twice (a pattern repeated per user section, as files often do) is kept once:
+    // checks scan the wildcard and deny rules, so their count is what a check costs.
+    const seen = new Set<string>();
+    for (const list of lists) {
+      for (const r of list) {
+        const key = `${r.access} ${r.filter}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        for (let i = 0; i < 2; i++) {
+          if (r.access & DENY) this.denied[i].push(r.compiled);
+          else if (r.access & (i === 0 ? READ : WRITE)) {
+            if (r.wildcard) this.wild[i].push(r.compiled);
+            else this.exact[i].add(r.filter);
+          }
         }
       }
     }
@@ -195,14 +219,17 @@ export function covers(rule: Compiled, sub: readonly string[]): boolean {
   return sub.length === levels.length;
 }
 
+/** A user's own `topic` rules (the anonymous ones for undefined). */
+export function userRules(rules: AclRules, username: string | undefined): RuleText[] {
+  return username === undefined ? rules.anonymous : (rules.users.get(username) ?? []);
+}
+
 /**
- * The rules that apply to one client: its user's (or the anonymous ones), then the patterns with
- * %u / %c substituted. A pattern is skipped where the value it needs is missing (%u for an
- * anonymous client) or holds a wildcard, which would widen the rule.
+ * The patterns for one client, %u / %c substituted. A pattern is skipped where the value it needs
+ * is missing (%u for an anonymous client) or holds a wildcard, which would widen the rule.
  */
-export function rulesFor(rules: AclRules, clientId: string, username: string | undefined): RuleText[] {
-  const own = username === undefined ? rules.anonymous : (rules.users.get(username) ?? []);
-  const out = own.slice();
+export function patternsFor(rules: AclRules, clientId: string, username: string | undefined): RuleText[] {
+  const out: RuleText[] = [];
   for (const p of rules.patterns) {
     const needsUser = p.filter.includes('%u');
     const needsId = p.filter.includes('%c');
