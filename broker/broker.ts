@@ -174,7 +174,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** Whether a client without a user name may connect when no authenticate hook decides. */
   get anonymousAllowed(): boolean {
-    return this.options.allowAnonymous ?? this.plugins.authenticate.length === 0;
+    const o = this.options;
+    return o.allowAnonymous ?? (this.plugins.authenticate.length === 0 && !o.tlsIdentityAsUsername);
   }
 
   /**
@@ -198,8 +199,22 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const o = this.options;
     const starts: Promise<Transport>[] = [];
     if (o.port !== null) starts.push(listenTcp(this, o.port, o.host));
-    if (o.tls && o.tlsPort !== null) starts.push(listenTls(this, o.tlsPort, o.host, o.tls));
-    const ws = { host: o.host, path: o.wsPath, trustProxy: o.wsTrustProxy, maxPayload: o.maxPacketSize };
+    if (o.tlsIdentityAsUsername && o.tls && !o.tls.ca)
+      this.log.warn(
+        'tlsIdentityAsUsername without a tls CA: no certificate is asked for, every TLS client is refused',
+      );
+    // The CONNECT timeout also bounds the TLS handshake and the WebSocket upgrade before it.
+    const handshakeTimeout = o.connectTimeout * 1000;
+    if (o.tls && o.tlsPort !== null) starts.push(listenTls(this, o.tlsPort, o.host, o.tls, handshakeTimeout));
+    const ws = {
+      host: o.host,
+      path: o.wsPath,
+      trustProxy: o.wsTrustProxy,
+      trustedProxies: o.wsTrustedProxies,
+      allowedOrigins: o.wsAllowedOrigins,
+      handshakeTimeout,
+      maxPayload: o.maxPacketSize,
+    };
     if (o.wsPort !== null) starts.push(listenWebSocket(this, { ...ws, port: o.wsPort }));
     if (o.tls && o.wssPort !== null)
       starts.push(listenWebSocket(this, { ...ws, port: o.wssPort, tls: o.tls }));

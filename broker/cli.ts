@@ -4,6 +4,8 @@ import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import type { PluginEntry } from '../plugins/api.js';
+import { type HttpAuthOptions, default as httpAuthPlugin } from '../plugins/http-auth/index.js';
+import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
@@ -11,6 +13,7 @@ import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
+import { trustedProxies } from './transports/ws-checks.js';
 
 /** Every flag, its default and its meaning: parsed from here and printed by --help. */
 const FLAGS = {
@@ -25,7 +28,17 @@ const FLAGS = {
   'ws-trust-proxy': {
     type: 'boolean',
     default: false,
-    help: 'take WebSocket client addresses from X-Forwarded-For',
+    help: 'take WebSocket client addresses from X-Forwarded-For (the right-most entry not a trusted proxy)',
+  },
+  'ws-trusted-proxies': {
+    type: 'string',
+    default: DEFAULTS.wsTrustedProxies.join(','),
+    help: 'comma-separated proxy addresses or CIDR ranges whose X-Forwarded-For is believed',
+  },
+  'ws-allowed-origins': {
+    type: 'string',
+    default: '',
+    help: 'comma-separated origins browser pages may connect from, * = any (none = same host name only)',
   },
   'tls-cert': { type: 'string', default: '', help: 'PEM certificate file: enables MQTT over TLS and WSS' },
   'tls-key': { type: 'string', default: '', help: 'PEM private key file for --tls-cert' },
@@ -34,6 +47,11 @@ const FLAGS = {
     type: 'boolean',
     default: false,
     help: 'refuse TLS clients without a certificate signed by --tls-ca',
+  },
+  'tls-identity-as-username': {
+    type: 'boolean',
+    default: false,
+    help: "on TLS/WSS the verified client certificate's CN is the user name; no certificate = refused",
   },
   'tls-port': {
     type: 'string',
@@ -268,6 +286,52 @@ const FLAGS = {
     default: '',
     help: 'Mosquitto acl_file: what clients may read and write (what no rule grants is denied); reloaded on SIGHUP',
   },
+  'jwt-secret': {
+    type: 'string',
+    default: '',
+    help: 'HMAC secret: the jwt plugin verifies HS256/384/512 tokens given as the MQTT password',
+  },
+  'jwt-public-key': {
+    type: 'string',
+    default: '',
+    help: 'PEM public key file (RSA or EC): the jwt plugin verifies RS*/PS*/ES* tokens',
+  },
+  'jwks-file': { type: 'string', default: '', help: 'JWKS file: the jwt plugin picks keys by kid/alg' },
+  'jwt-username-claim': {
+    type: 'string',
+    default: 'sub',
+    help: "claim the MQTT user name must equal when the token has it ('' = any user name)",
+  },
+  'jwt-acl-claim': {
+    type: 'string',
+    default: 'acl',
+    help: 'claim with {pub, sub, all} topic lists (%u, %c substituted); without it: pass',
+  },
+  'http-auth-url': {
+    type: 'string',
+    default: '',
+    help: 'http-auth plugin: POST each CONNECT (and, without --http-acl-url, publish/subscribe) here',
+  },
+  'http-acl-url': {
+    type: 'string',
+    default: '',
+    help: "http-auth plugin: POST publish/subscribe authorization here ('none' = not asked; none given = --http-auth-url)",
+  },
+  'http-auth-timeout': {
+    type: 'string',
+    default: '3000',
+    help: 'milliseconds an http-auth request may take; later it gets --http-auth-default',
+  },
+  'http-auth-cache-ttl': {
+    type: 'string',
+    default: '60',
+    help: 'seconds an http-auth answer is cached (0 = no cache)',
+  },
+  'http-auth-default': {
+    type: 'string',
+    default: 'deny',
+    help: 'what http-auth answers on a timeout, a network error or a non-200: deny|ignore',
+  },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } as const;
 
@@ -322,6 +386,11 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const orNull = (n: number) => (n === 0 ? null : n);
+  const list = (v: string) =>
+    v
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
   const strategy = (flag: string, v: string): ShareStrategy => {
     if (!(SHARE_STRATEGIES as readonly string[]).includes(v)) {
       process.stderr.write(`heron: ${flag} must be one of ${SHARE_STRATEGIES.join(', ')}, got "${v}"\n`);
@@ -350,6 +419,12 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
+  try {
+    trustedProxies(list(s('ws-trusted-proxies')));
+  } catch (err) {
+    process.stderr.write(`heron: --ws-trusted-proxies: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   const kind = s('persistence');
   if (kind !== 'level' && kind !== 'memory') {
     process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
@@ -364,10 +439,8 @@ async function main(): Promise<void> {
     kind === 'level'
       ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
       : new MemoryPersistence();
-  // The built-in plugins first: authentication and ACL apply before any --plugin's hooks.
   const plugins: PluginEntry[] = [];
   if (values['password-file']) plugins.push([passwordFilePlugin, { file: s('password-file') }]);
-  if (values['acl-file']) plugins.push([aclFilePlugin, { file: s('acl-file') }]);
   for (const spec of values.plugin as string[]) {
     try {
       plugins.push(await loadPlugin(spec));
@@ -376,6 +449,35 @@ async function main(): Promise<void> {
       process.exit(2);
     }
   }
+  if (values['jwt-secret'] || values['jwt-public-key'] || values['jwks-file']) {
+    // Key files are read at setup: a missing or bad one fails the start.
+    const options: JwtOptions = {
+      secret: s('jwt-secret') || undefined,
+      publicKeyFile: s('jwt-public-key') || undefined,
+      jwksFile: s('jwks-file') || undefined,
+      usernameClaim: s('jwt-username-claim'),
+      aclClaim: s('jwt-acl-claim'),
+    };
+    plugins.push([jwtPlugin, options]);
+  }
+  if (values['http-auth-url']) {
+    const fallback = s('http-auth-default');
+    if (fallback !== 'deny' && fallback !== 'ignore') {
+      process.stderr.write(`heron: --http-auth-default must be deny or ignore, got "${fallback}"\n`);
+      process.exit(2);
+    }
+    const options: HttpAuthOptions = {
+      url: s('http-auth-url'),
+      aclUrl: s('http-acl-url') || undefined,
+      timeout: int('http-auth-timeout', s('http-auth-timeout')),
+      cacheTtl: int('http-auth-cache-ttl', s('http-auth-cache-ttl')),
+      default: fallback,
+    };
+    plugins.push([httpAuthPlugin, options]);
+  }
+  // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
+  // plugins before it (jwt's acl claim, http-auth) get their say first.
+  if (values['acl-file']) plugins.push([aclFilePlugin, { file: s('acl-file') }]);
   const broker = createBroker({
     plugins,
     allowAnonymous: anonymous === 'auto' ? undefined : anonymous === 'true',
@@ -385,6 +487,9 @@ async function main(): Promise<void> {
     wsPort: orNull(int('ws-port', s('ws-port'))),
     wsPath: s('ws-path'),
     wsTrustProxy: values['ws-trust-proxy'] === true,
+    wsTrustedProxies: list(s('ws-trusted-proxies')),
+    wsAllowedOrigins: s('ws-allowed-origins') ? list(s('ws-allowed-origins')) : undefined,
+    tlsIdentityAsUsername: values['tls-identity-as-username'] === true,
     tls: values['tls-cert']
       ? {
           cert: s('tls-cert'),

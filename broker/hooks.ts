@@ -1,5 +1,13 @@
 import type { Logger } from 'pino';
-import type { HookName, Plugin, PluginApi, PluginEntry, PluginHooks, Verdict } from '../plugins/api.js';
+import {
+  type HookName,
+  type Plugin,
+  type PluginApi,
+  type PluginEntry,
+  type PluginHooks,
+  SERVER_DISCONNECT_CODES,
+  type Verdict,
+} from '../plugins/api.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import type { Broker } from './broker.js';
 import type { Session } from './session.js';
@@ -91,6 +99,14 @@ export class PluginHost {
       client: (id) => {
         const c = broker.sessions.get(id)?.conn;
         return c && c.state === 'connected' ? c.clientInfo : undefined;
+      },
+      disconnect: (id, reasonCode = 0x98) => {
+        if (!SERVER_DISCONNECT_CODES.has(reasonCode))
+          throw new TypeError(`plugin ${name}: ${reasonCode} is not a DISCONNECT reason code a server sends`);
+        const c = broker.sessions.get(id)?.conn;
+        if (c?.state !== 'connected') return false;
+        c.close(reasonCode, `disconnected by plugin ${name}`);
+        return true;
       },
       onClose: (fn) => {
         this.closers.push({ plugin: name, fn });

@@ -5,6 +5,7 @@ import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import type { TlsOptions } from './transports/tls.js';
+import { trustedProxies } from './transports/ws-checks.js';
 
 export interface BrokerOptions {
   /** TCP port; 0 picks a free one; null disables the TCP listener. Default 1883. */
@@ -16,6 +17,22 @@ export interface BrokerOptions {
   wsPath?: string;
   /** Take WebSocket client addresses from X-Forwarded-For. Default false. */
   wsTrustProxy?: boolean;
+  /**
+   * Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed, with wsTrustProxy: the
+   * client is the right-most entry not in this list. Default 127.0.0.1 and ::1.
+   */
+  wsTrustedProxies?: string[];
+  /**
+   * Origins (scheme://host[:port]) a browser page may open a WebSocket from; `*` = any. Default
+   * (undefined): requests without Origin and pages on the Host header's host name only.
+   */
+  wsAllowedOrigins?: string[];
+  /**
+   * On TLS and WSS listeners, the Common Name of the client's verified certificate is its user name
+   * (what CONNECT says is ignored, and the certificate replaces the password check); a client
+   * without one is refused. Default false.
+   */
+  tlsIdentityAsUsername?: boolean;
   /** Certificate and key: enables MQTT over TLS and WSS. */
   tls?: TlsOptions;
   /** MQTT over TLS port when tls is set. Default 8883; null disables. */
@@ -133,7 +150,7 @@ export interface BrokerOptions {
 export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
 export type QueueOverflow = (typeof QUEUE_OVERFLOW)[number];
 
-type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort';
+type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort' | 'wsAllowedOrigins';
 
 export type ResolvedOptions = Required<
   Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
@@ -146,12 +163,14 @@ export type ResolvedOptions = Required<
   tls: TlsOptions | undefined;
   tlsPort: number | null;
   wssPort: number | null;
+  wsAllowedOrigins: string[] | undefined;
 };
 
 export const DEFAULTS = {
   port: 1883,
   wsPort: 8083,
   wsPath: '/mqtt',
+  wsTrustedProxies: ['127.0.0.1', '::1'],
   tlsPort: 8883,
   wssPort: 8084,
   logLevel: 'info',
@@ -202,6 +221,9 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     wsPort: o.wsPort ?? null,
     wsPath: o.wsPath ?? DEFAULTS.wsPath,
     wsTrustProxy: o.wsTrustProxy === true,
+    wsTrustedProxies: validProxies([...(o.wsTrustedProxies ?? DEFAULTS.wsTrustedProxies)]),
+    wsAllowedOrigins: o.wsAllowedOrigins && [...o.wsAllowedOrigins],
+    tlsIdentityAsUsername: o.tlsIdentityAsUsername === true,
     tls: o.tls,
     tlsPort: o.tls ? (o.tlsPort === undefined ? DEFAULTS.tlsPort : o.tlsPort) : null,
     wssPort: o.tls ? (o.wssPort === undefined ? DEFAULTS.wssPort : o.wssPort) : null,
@@ -255,6 +277,12 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     maxSharedGroupsPerClient: count(o.maxSharedGroupsPerClient ?? DEFAULTS.maxSharedGroupsPerClient),
     maxConnectSize: Math.max(64, Math.floor(o.maxConnectSize ?? DEFAULTS.maxConnectSize)),
   };
+}
+
+/** Checked here, so a bad entry fails createBroker() rather than listen(). */
+function validProxies(list: string[]): string[] {
+  trustedProxies(list);
+  return list;
 }
 
 function shareStrategy(s: string, what: string): ShareStrategy {

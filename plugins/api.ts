@@ -64,6 +64,12 @@ export interface PluginApi {
   clients(): ClientInfo[];
   /** A connected client by id. */
   client(clientId: string): ClientInfo | undefined;
+  /**
+   * Disconnects a connected client: a 5.0 client gets DISCONNECT with `reasonCode` (one a server
+   * may send, section 3.14.2.1; default 0x98 Administrative action), a 3.1/3.1.1 client is just
+   * closed. Its will is published. False when no such client is connected.
+   */
+  disconnect(clientId: string, reasonCode?: number): boolean;
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**
@@ -80,6 +86,12 @@ export interface Plugin<Options = unknown> {
 
 /** A plugin alone, or with its options (setup is a method: a Plugin<O> of any O fits). */
 export type PluginEntry = Plugin | readonly [Plugin, unknown];
+
+/** DISCONNECT reason codes a server may send (MQTT 5.0 section 3.14.2.1). */
+export const SERVER_DISCONNECT_CODES: ReadonlySet<number> = new Set([
+  0x00, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8b, 0x8d, 0x8e, 0x8f, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98,
+  0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f, 0xa0, 0xa1, 0xa2,
+]);
 
 /** Identity with types: a plugin module's default export is `definePlugin({ name, setup })`. */
 export function definePlugin<Options = unknown>(plugin: Plugin<Options>): Plugin<Options> {

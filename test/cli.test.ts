@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../broker/options.js';
 import { connect, nextMessages, onCleanup, once } from './helpers.js';
@@ -192,6 +193,55 @@ describe('heron CLI', () => {
     const bad = await output(['--port', '0', '--plugin', join(dir, 'missing.mjs')]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--plugin .*missing\.mjs: cannot load/);
+  });
+
+  it('--jwt-secret loads the jwt plugin; a missing key file exits 1, a bad --http-auth-default 2', async () => {
+    const r = run([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--persistence',
+      'memory',
+      '--jwt-secret',
+      'k',
+    ]);
+    const listening = await r.line((l) => l.msg === 'listening');
+    const sign = (key: string) =>
+      new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(key));
+    const url = `mqtt://127.0.0.1:${listening.port}`;
+    const ok = await connect(url, { protocolVersion: 5, username: 'u', password: await sign('k') });
+    expect(ok.connected).toBe(true);
+    await expect(
+      connect(url, { protocolVersion: 5, username: 'u', password: await sign('not k') }),
+    ).rejects.toThrow(/Bad User Name or Password/i);
+    r.child.kill('SIGTERM');
+    expect((await r.done).code).toBe(0);
+
+    const missing = await output([
+      '--port',
+      '0',
+      '--ws-port',
+      '0',
+      '--persistence',
+      'memory',
+      '--jwt-public-key',
+      '/nonexistent.pem',
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/plugin jwt: setup failed/);
+    const bad = await output([
+      '--port',
+      '0',
+      '--http-auth-url',
+      'http://127.0.0.1:1/',
+      '--http-auth-default',
+      'allow',
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--http-auth-default must be deny or ignore/);
   });
 
   it('a second broker on a data dir in use exits 1 with a clear message and leaves the data alone', async () => {

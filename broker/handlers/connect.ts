@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { DENY, FAILED, type Outcome, UNDECIDED } from '../hooks.js';
+import { ALLOW, DENY, FAILED, type Outcome, UNDECIDED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
 import { validTopic } from '../topic-tree.js';
+import { certificateIdentity } from '../transports/tls.js';
 
 type ConnackProps = NonNullable<IConnackPacket['properties']>;
 
@@ -116,9 +117,16 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
 
   conn.clientId = clientId;
   conn.username = packet.username;
-  const anonymous = packet.username === undefined;
-  let outcome: Outcome = UNDECIDED;
-  if (broker.plugins.authenticate.length > 0) {
+  // --tls-identity-as-username, as Mosquitto's use_identity_as_username: on a TLS listener the
+  // verified certificate's CN is the user name and the certificate is the credential (the
+  // authenticate chain is not asked); no verified certificate → bad user name or password.
+  const identity = opts.tlsIdentityAsUsername ? tlsIdentity(conn) : undefined;
+  if (identity === null)
+    return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'no client certificate');
+  if (identity !== undefined) conn.username = identity;
+  const anonymous = conn.username === undefined;
+  let outcome: Outcome = identity !== undefined ? ALLOW : UNDECIDED;
+  if (identity === undefined && broker.plugins.authenticate.length > 0) {
     outcome = await broker.plugins.decide('authenticate', conn.clientInfo, packet.username, packet.password);
     if (conn.closing) return;
     if (outcome === FAILED) {
@@ -204,4 +212,10 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   broker.clientConnected(conn, present);
   if (present) await session.resume();
   if (!conn.closing) conn.release();
+}
+
+/** The CN a TLS connection's verified certificate names (null: none); undefined off TLS. */
+function tlsIdentity(conn: Connection): string | null | undefined {
+  const t = conn.info.transport;
+  return t === 'tls' || t === 'wss' ? certificateIdentity(conn.info.certificateSubject) : undefined;
 }

@@ -37,14 +37,25 @@ export function certificateSubject(socket: TLSSocket): Record<string, string | s
   return { ...cert.subject } as Record<string, string | string[]>;
 }
 
-/** MQTT over TLS (mqtts). */
+/**
+ * The user name a client certificate stands for (--tls-identity-as-username): the Common Name of a
+ * verified certificate (the first, when the subject has several); null without one.
+ */
+export function certificateIdentity(subject: Record<string, string | string[]> | undefined): string | null {
+  const cn = subject?.CN;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  return name === undefined || name === '' ? null : name;
+}
+
+/** MQTT over TLS (mqtts). handshakeTimeout (ms) bounds a socket that never completes the handshake. */
 export async function listenTls(
   broker: Broker,
   port: number,
   host: string | undefined,
   o: TlsOptions,
+  handshakeTimeout: number,
 ): Promise<Transport> {
-  const server = createServer(tlsServerOptions(o), (socket) => {
+  const server = createServer({ ...tlsServerOptions(o), handshakeTimeout }, (socket) => {
     socket.setNoDelay(true);
     broker.handle(socket, {
       transport: 'tls',
@@ -54,7 +65,11 @@ export async function listenTls(
     });
   });
   // A failed handshake is the client's problem, not the broker's.
-  server.on('tlsClientError', (err) => broker.log.debug({ err: err.message }, 'TLS handshake failed'));
+  server.on('tlsClientError', (err, socket) => {
+    broker.log.debug({ err: err.message }, 'TLS handshake failed');
+    // With a listener here Node leaves the socket open (a handshake timeout included).
+    socket.destroy();
+  });
   const boundPort = await listen(server, port, host);
   return {
     name: 'tls',

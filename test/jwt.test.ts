@@ -1,0 +1,297 @@
+/**
+ * The jwt plugin over real connections: HS256 / ES256 (PEM) / RS256 (JWKS) tokens as the MQTT
+ * password, exp / nbf at CONNECT and while connected, the acl claim for publish, subscribe and
+ * delivery, and a password that is not a JWT passing to the rest of the chain.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
+import type { IConnackPacket, IConnectPacket, IPubackPacket, ISubackPacket, Packet } from 'mqtt-packet';
+import { describe, expect, it } from 'vitest';
+import { definePlugin, type PluginApi, type PluginEntry, type Verdict } from '../plugins/api.js';
+import { covers, matches } from '../plugins/jwt/acl.js';
+import jwtPlugin, { type JwtOptions, TOKEN_EXPIRED_REASON } from '../plugins/jwt/index.js';
+import { onCleanup, RawClient, startBroker } from './helpers.js';
+
+const SECRET = 'correct horse battery staple';
+const now = () => Math.floor(Date.now() / 1000);
+
+function hs256(claims: JWTPayload, secret = SECRET): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret));
+}
+
+function tmp(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'heron-jwt-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A broker with the jwt plugin and, after it, a recorder that answers `tail` to what reaches it. */
+async function brokerWith(options: JwtOptions, tail: Verdict = 'allow') {
+  const reached: string[] = [];
+  const recorder = definePlugin({
+    name: 'tail',
+    setup(api: PluginApi) {
+      api.addHooks({
+        authenticate: (_c, _u, password) => {
+          reached.push(password?.toString() ?? '');
+          return tail;
+        },
+      });
+    },
+  });
+  const plugins: PluginEntry[] = [[jwtPlugin, options], recorder];
+  const b = await startBroker({ plugins });
+  return { ...b, reached };
+}
+
+async function connack(
+  port: number,
+  version: 4 | 5,
+  fields: Partial<IConnectPacket>,
+): Promise<{ code: number | undefined; client: RawClient }> {
+  const client = await RawClient.open(port, version);
+  client.send({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: version,
+    clientId: `jwt-${Math.random().toString(16).slice(2)}`,
+    clean: true,
+    keepalive: 0,
+    ...fields,
+  } as Packet);
+  const ack = (await client.next()) as IConnackPacket | null;
+  expect(ack?.cmd).toBe('connack');
+  return { code: version === 5 ? ack?.reasonCode : ack?.returnCode, client };
+}
+
+describe('jwt authentication', () => {
+  it('accepts a valid HS256 token whose sub is the user name, on 5.0 and 3.1.1', async () => {
+    const { port, reached } = await brokerWith({ secret: SECRET }, 'deny');
+    const token = await hs256({ sub: 'alice', exp: now() + 60 });
+    expect((await connack(port, 5, { username: 'alice', password: Buffer.from(token) })).code).toBe(0);
+    expect((await connack(port, 4, { username: 'alice', password: Buffer.from(token) })).code).toBe(0);
+    // The token decided: the next authenticator (which would deny) was not asked.
+    expect(reached).toEqual([]);
+  });
+
+  it('refuses a token whose sub is not the user name: 0x86 / 0x04', async () => {
+    const { port } = await brokerWith({ secret: SECRET });
+    const token = Buffer.from(await hs256({ sub: 'alice' }));
+    expect((await connack(port, 5, { username: 'mallory', password: token })).code).toBe(0x86);
+    expect((await connack(port, 4, { username: 'mallory', password: token })).code).toBe(4);
+  });
+
+  it("accepts any user name with --jwt-username-claim ''", async () => {
+    const { port } = await brokerWith({ secret: SECRET, usernameClaim: '' });
+    const token = Buffer.from(await hs256({ sub: 'alice' }));
+    expect((await connack(port, 5, { username: 'anyone', password: token })).code).toBe(0);
+  });
+
+  it('verifies ES256 with a PEM public key file and RS256 with a JWKS file', async () => {
+    const dir = tmp();
+    const es = await generateKeyPair('ES256', { extractable: true });
+    const rs = await generateKeyPair('RS256', { extractable: true });
+    const pem = join(dir, 'es.pem');
+    writeFileSync(pem, await exportSPKI(es.publicKey));
+    const jwks = join(dir, 'jwks.json');
+    writeFileSync(
+      jwks,
+      JSON.stringify({ keys: [{ ...(await exportJWK(rs.publicKey)), kid: 'k1', alg: 'RS256' }] }),
+    );
+    const { port } = await brokerWith({ publicKeyFile: pem, jwksFile: jwks }, 'deny');
+    const esToken = await new SignJWT({ sub: 'dev' })
+      .setProtectedHeader({ alg: 'ES256' })
+      .sign(es.privateKey);
+    const rsToken = await new SignJWT({ sub: 'dev' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
+      .sign(rs.privateKey);
+    expect((await connack(port, 5, { username: 'dev', password: Buffer.from(rsToken) })).code).toBe(0);
+    // With a JWKS configured, asymmetric tokens are checked against it: the PEM key is not in it.
+    expect((await connack(port, 5, { username: 'dev', password: Buffer.from(esToken) })).code).toBe(0x86);
+
+    const { port: port2 } = await brokerWith({ publicKeyFile: pem }, 'deny');
+    expect((await connack(port2, 5, { username: 'dev', password: Buffer.from(esToken) })).code).toBe(0);
+    // An HS256 token signed with the public key's bytes is not accepted (no secret configured).
+    const forged = await hs256({ sub: 'dev' }, await exportSPKI(es.publicKey));
+    expect((await connack(port2, 5, { username: 'dev', password: Buffer.from(forged) })).code).toBe(0x86);
+  });
+
+  it('refuses an expired token, a token not yet valid and a token signed with another key', async () => {
+    const { port, reached } = await brokerWith({ secret: SECRET });
+    const expired = Buffer.from(await hs256({ sub: 'u', exp: now() - 10 }));
+    const early = Buffer.from(await hs256({ sub: 'u', nbf: now() + 600 }));
+    const wrong = Buffer.from(await hs256({ sub: 'u' }, 'another secret'));
+    for (const password of [expired, early, wrong]) {
+      expect((await connack(port, 5, { username: 'u', password })).code).toBe(0x86);
+      expect((await connack(port, 4, { username: 'u', password })).code).toBe(4);
+    }
+    expect(reached).toEqual([]);
+  });
+
+  it('passes a password that is not a JWT to the next authenticator', async () => {
+    const allowed = await brokerWith({ secret: SECRET }, 'allow');
+    expect((await connack(allowed.port, 5, { username: 'u', password: Buffer.from('hunter2') })).code).toBe(
+      0,
+    );
+    expect((await connack(allowed.port, 5, { username: 'u', password: Buffer.from('a.b.c') })).code).toBe(0);
+    expect(allowed.reached).toEqual(['hunter2', 'a.b.c']);
+    const denied = await brokerWith({ secret: SECRET }, 'deny');
+    expect((await connack(denied.port, 4, { username: 'u', password: Buffer.from('hunter2') })).code).toBe(4);
+  });
+
+  it('refuses a malformed acl claim', async () => {
+    const { port } = await brokerWith({ secret: SECRET });
+    const token = Buffer.from(await hs256({ sub: 'u', acl: { pub: 'not-a-list' } }));
+    expect((await connack(port, 5, { username: 'u', password: token })).code).toBe(0x86);
+  });
+
+  it('fails the start on a missing key file', async () => {
+    await expect(
+      startBroker({ plugins: [[jwtPlugin, { publicKeyFile: '/nonexistent.pem' }]] }),
+    ).rejects.toThrow(/plugin jwt/);
+  });
+});
+
+describe('jwt acl claim', () => {
+  it('matches and covers filters, $ topics excluded from leading wildcards [MQTT-4.7.2-1]', () => {
+    expect(matches('a/+/c', 'a/b/c')).toBe(true);
+    expect(matches('a/#', 'a')).toBe(true);
+    expect(matches('#', '$SYS/x')).toBe(false);
+    expect(matches('a/+', 'a/b/c')).toBe(false);
+    expect(covers('a/#', 'a/+/c')).toBe(true);
+    expect(covers('a/+', 'a/#')).toBe(false);
+    expect(covers('a/+/c', 'a/b/c')).toBe(true);
+    expect(covers('a/b', 'a/+')).toBe(false);
+    expect(covers('#', '$SYS/#')).toBe(false);
+  });
+
+  it('allows publish and subscribe only where the lists say, with %u and %c [MQTT-3.3.5-2]', async () => {
+    const { port } = await brokerWith({ secret: SECRET }, 'allow');
+    const token = await hs256({
+      sub: 'alice',
+      acl: { pub: ['up/%u/#'], sub: ['down/%c/+', 'shared/#'], all: ['both'] },
+    });
+    const { code, client } = await connack(port, 5, {
+      clientId: 'dev1',
+      username: 'alice',
+      password: Buffer.from(token),
+    });
+    expect(code).toBe(0);
+    let id = 1;
+    const pub = async (topic: string) => {
+      client.send({
+        cmd: 'publish',
+        topic,
+        payload: Buffer.from('x'),
+        qos: 1,
+        messageId: id++,
+        retain: false,
+        dup: false,
+      });
+      return ((await client.nextOf('puback')) as IPubackPacket).reasonCode;
+    };
+    expect(await pub('up/alice/t')).toBe(0x10); // no matching subscribers: accepted
+    expect(await pub('both')).toBe(0x10);
+    expect(await pub('up/bob/t')).toBe(0x87);
+    expect(await pub('down/dev1/x')).toBe(0x87);
+    client.send({
+      cmd: 'subscribe',
+      messageId: id++,
+      subscriptions: [
+        { topic: 'down/dev1/+', qos: 1 },
+        { topic: 'down/dev1/cmd', qos: 1 },
+        { topic: 'down/dev2/+', qos: 1 },
+        { topic: 'down/#', qos: 1 },
+        { topic: '$share/g/shared/x', qos: 1 },
+        { topic: 'both', qos: 0 },
+      ],
+    } as Packet);
+    const suback = (await client.nextOf('suback')) as ISubackPacket;
+    expect(suback.granted).toEqual([1, 1, 0x87, 0x87, 1, 0]);
+
+    // 3.1.1: a denied subscription is 0x80, a denied publish is acknowledged and dropped.
+    const v4 = await connack(port, 4, { clientId: 'dev4', username: 'alice', password: Buffer.from(token) });
+    expect(v4.code).toBe(0);
+    v4.client.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'other', qos: 0 }] } as Packet);
+    expect(((await v4.client.nextOf('suback')) as ISubackPacket).granted).toEqual([0x80]);
+  });
+
+  it('does not deliver what the token does not grant, even on a subscription kept from an earlier token', async () => {
+    const { port } = await brokerWith({ secret: SECRET }, 'allow');
+    const wide = Buffer.from(await hs256({ sub: 'r', acl: { sub: ['#'] } }));
+    const narrow = Buffer.from(await hs256({ sub: 'r', acl: { sub: ['a/#'] } }));
+    const props = { sessionExpiryInterval: 300 };
+    const first = await connack(port, 5, {
+      clientId: 'reader',
+      clean: false,
+      username: 'r',
+      password: wide,
+      properties: props,
+    });
+    first.client.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '#', qos: 0 }] } as Packet);
+    expect(((await first.client.nextOf('suback')) as ISubackPacket).granted).toEqual([0]);
+    first.client.send({ cmd: 'disconnect' });
+    await first.client.closed;
+
+    const again = await connack(port, 5, {
+      clientId: 'reader',
+      clean: false,
+      username: 'r',
+      password: narrow,
+      properties: props,
+    });
+    expect(again.code).toBe(0);
+    const writer = await connack(port, 5, { username: 'w', password: Buffer.from('not a token') });
+    for (const topic of ['b/secret', 'a/ok'])
+      writer.client.send({
+        cmd: 'publish',
+        topic,
+        payload: Buffer.from(topic),
+        qos: 0,
+        retain: false,
+        dup: false,
+      });
+    const got = await again.client.nextOf('publish');
+    expect(got && 'topic' in got ? got.topic : null).toBe('a/ok');
+  });
+});
+
+describe('jwt expiry while connected', () => {
+  it('disconnects a 5.0 client with 0xA0 and closes a 3.1.1 client when the token expires', async () => {
+    const { port } = await brokerWith({ secret: SECRET });
+    const token = Buffer.from(await hs256({ sub: 'u', exp: now() + 2 }));
+    const lasting = Buffer.from(await hs256({ sub: 'u', exp: now() + 600 }));
+    const v5 = await connack(port, 5, { username: 'u', password: token });
+    const v4 = await connack(port, 4, { username: 'u', password: token });
+    const stays = await connack(port, 5, { username: 'u', password: lasting });
+    expect([v5.code, v4.code, stays.code]).toEqual([0, 0, 0]);
+    const d = await v5.client.next();
+    expect(d?.cmd).toBe('disconnect');
+    expect(d && 'reasonCode' in d ? d.reasonCode : null).toBe(TOKEN_EXPIRED_REASON);
+    expect(await v4.client.next()).toBeNull();
+    // A client whose token still holds is not affected.
+    stays.client.send({ cmd: 'pingreq' });
+    expect((await stays.client.next())?.cmd).toBe('pingresp');
+  });
+});
+
+describe('api.disconnect', () => {
+  it('disconnects with a reason code, refuses codes a server may not send, false for unknown ids', async () => {
+    let api: PluginApi | undefined;
+    const grab = definePlugin({
+      name: 'grab',
+      setup(a: PluginApi) {
+        api = a;
+      },
+    });
+    const { port } = await startBroker({ plugins: [grab] });
+    const { client } = await connack(port, 5, { clientId: 'victim' });
+    expect(() => api?.disconnect('victim', 0x04)).toThrow(TypeError);
+    expect(api?.disconnect('nobody')).toBe(false);
+    expect(api?.disconnect('victim', 0x98)).toBe(true);
+    const d = await client.next();
+    expect(d && 'reasonCode' in d ? d.reasonCode : null).toBe(0x98);
+  });
+});
