@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { IConnackPacket, IPubackPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import aclFilePlugin from '../plugins/acl-file/index.js';
-import { covers, matches, parseAcl } from '../plugins/acl-file/rules.js';
+import { covers, matches, parseAcl, patternsFor } from '../plugins/acl-file/rules.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { formatPasswordFile, hashPassword } from '../plugins/password-file/passwords.js';
 import { connectPacket, onCleanup, RawClient, startBroker } from './helpers.js';
@@ -277,6 +277,18 @@ describe('acl-file: parsing and matching', () => {
       { access: 1, filter: 'r' },
     ]);
     expect(parseAcl('user\ntopic\nfoo bar\n').errors.map((e) => e.line)).toEqual([1, 2, 3]);
+  });
+
+  it('patterns: %u and %c substituted; none with %u for anonymous, none whose value holds a wildcard', () => {
+    const { rules } = parseAcl('pattern read u/%u/#\npattern write c/%c\npattern read all/%u/%c\n');
+    expect(patternsFor(rules, 'dev1', 'alice').map((r) => r.filter)).toEqual([
+      'u/alice/#',
+      'c/dev1',
+      'all/alice/dev1',
+    ]);
+    expect(patternsFor(rules, 'dev1', undefined).map((r) => r.filter)).toEqual(['c/dev1']);
+    // A user name or client id holding + or # would widen the rule: the pattern does not apply.
+    expect(patternsFor(rules, 'd#', 'ev+l').map((r) => r.filter)).toEqual([]);
   });
 
   it('topic matching and filter coverage, $ topics excluded from leading wildcards [MQTT-4.7.2-1]', () => {
