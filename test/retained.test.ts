@@ -140,7 +140,7 @@ describe('Retain Handling (5.0)', () => {
 });
 
 describe('wildcard subscriptions receive every matching retained message', () => {
-  const topics = ['w', 'w/a', 'w/b/c', 'x/a', '$SYS/w'];
+  const topics = ['w', 'w/a', 'w/b/c', 'x/a', '$app/w'];
   const cases: [filter: string, expected: string[]][] = [
     ['w/#', ['w', 'w/a', 'w/b/c']],
     ['w/+', ['w/a']],
@@ -149,7 +149,7 @@ describe('wildcard subscriptions receive every matching retained message', () =>
     // Leading wildcards do not match `$` topics [MQTT-4.7.2-1].
     ['#', ['w', 'w/a', 'w/b/c', 'x/a']],
     ['+/w', []],
-    ['$SYS/#', ['$SYS/w']],
+    ['$app/#', ['$app/w']],
   ];
   for (const [filter, expected] of cases) {
     it(`"${filter}" → ${JSON.stringify(expected)}`, async () => {

@@ -14,9 +14,9 @@ describe('topic wildcards', () => {
     ['+', ['a', 'b'], ['a/b', '/a'], '(§4.7.1.3)'],
     ['+/+', ['a/b', '/b'], ['a', 'a/b/c'], '(§4.7.1.3)'],
     ['a/+/#', ['a/b', 'a/b/c/d'], ['a', 'b/c'], '(§4.7.1)'],
-    ['#', ['a', 'a/b', '/x'], ['$SYS/x', '$share'], 'leading # does not match $-topics [MQTT-4.7.2-1]'],
-    ['+/x', ['a/x', '/x'], ['$SYS/x', 'a/x/y'], 'leading + does not match $-topics [MQTT-4.7.2-1]'],
-    ['$SYS/#', ['$SYS', '$SYS/a/b'], ['SYS/a', 'x/$SYS/a'], 'an explicit $ level matches (§4.7.2)'],
+    ['#', ['a', 'a/b', '/x'], ['$app/x', '$share'], 'leading # does not match $-topics [MQTT-4.7.2-1]'],
+    ['+/x', ['a/x', '/x'], ['$app/x', 'a/x/y'], 'leading + does not match $-topics [MQTT-4.7.2-1]'],
+    ['$app/#', ['$app', '$app/a/b'], ['SYS/a', 'x/$app/a'], 'an explicit $ level matches (§4.7.2)'],
     ['a/b', ['a/b'], ['a/B', 'a/b/', ' a/b'], 'no normalisation [MQTT-4.7.3-4]'],
   ];
   for (const [filter, hits, misses, cite] of cases) {

@@ -6,6 +6,7 @@ import type { Connection } from '../connection.js';
 import { ALLOW } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { RC } from '../reason-codes.js';
+import { DLQ_PREFIX } from '../shared/groups.js';
 import { clipTopic, validTopic, wellFormed } from '../topic-tree.js';
 
 /**
@@ -76,6 +77,11 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const payload = packet.payload as Buffer;
   if (v5 && props?.payloadFormatIndicator && !isUtf8(payload)) {
     return accept(conn, packet, topic, RC.PAYLOAD_FORMAT_INVALID);
+  }
+  // The broker's own topics: `$SYS/…` and `$DLQ/…` carry what the broker says, never a client's
+  // message (5.0 PUBACK/PUBREC 0x87; 3.1.1 acknowledged and dropped [MQTT-3.3.5-2]).
+  if (topic.charCodeAt(0) === 36 && (topic.startsWith('$SYS/') || topic.startsWith(DLQ_PREFIX))) {
+    return accept(conn, packet, topic, RC.NOT_AUTHORIZED);
   }
   const plugins = broker.plugins;
   if (plugins.authorizePublish.length > 0) {
