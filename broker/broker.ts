@@ -172,6 +172,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /** Whether a client without a user name may connect when no authenticate hook decides. */
+  get anonymousAllowed(): boolean {
+    const o = this.options;
+    return o.allowAnonymous ?? (this.plugins.authenticate.length === 0 && !o.tlsIdentityAsUsername);
+  }
+
+  /**
+   * Re-reads plugin configuration (each plugin's onReload; the CLI calls this on SIGHUP). New
+   * checks use what was reloaded at once. Rejects, after running every reload, when one failed.
+   */
+  reload(): Promise<void> {
+    return this.plugins.reload();
+  }
+
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
     // Plugins are set up first: their hooks apply to everything restored and every connection.

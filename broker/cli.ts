@@ -2,13 +2,13 @@
 import { parseArgs } from 'node:util';
 import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
+import aclFilePlugin from '../plugins/acl-file/index.js';
 import type { PluginEntry } from '../plugins/api.js';
 import { type HttpAuthOptions, default as httpAuthPlugin } from '../plugins/http-auth/index.js';
 import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
-import { passwordFileHooks } from '../plugins/password-file/hooks.js';
+import passwordFilePlugin from '../plugins/password-file/index.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
-import { PasswordFile } from '../plugins/password-file/passwords.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
@@ -276,6 +276,16 @@ const FLAGS = {
     default: '',
     help: 'Mosquitto password file (heron passwd writes one): clients must log in; reloaded on SIGHUP',
   },
+  'allow-anonymous': {
+    type: 'string',
+    default: 'auto',
+    help: 'clients without a user name may connect: true, false, or auto (true unless authentication is configured)',
+  },
+  'acl-file': {
+    type: 'string',
+    default: '',
+    help: 'Mosquitto acl_file: what clients may read and write (what no rule grants is denied); reloaded on SIGHUP',
+  },
   'jwt-secret': {
     type: 'string',
     default: '',
@@ -420,21 +430,17 @@ async function main(): Promise<void> {
     process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
     process.exit(2);
   }
-  // TEMPORARY: moves onto the plugin API (the password-file plugin) once it lands.
-  let passwords: PasswordFile | undefined;
-  if (values['password-file']) {
-    try {
-      passwords = await PasswordFile.open(s('password-file'));
-    } catch (err) {
-      process.stderr.write(`heron: --password-file: ${(err as Error).message}\n`);
-      process.exit(2);
-    }
+  const anonymous = s('allow-anonymous');
+  if (anonymous !== 'true' && anonymous !== 'false' && anonymous !== 'auto') {
+    process.stderr.write(`heron: --allow-anonymous must be true, false or auto, got "${anonymous}"\n`);
+    process.exit(2);
   }
   const persistence =
     kind === 'level'
       ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
       : new MemoryPersistence();
   const plugins: PluginEntry[] = [];
+  if (values['password-file']) plugins.push([passwordFilePlugin, { file: s('password-file') }]);
   for (const spec of values.plugin as string[]) {
     try {
       plugins.push(await loadPlugin(spec));
@@ -469,8 +475,12 @@ async function main(): Promise<void> {
     };
     plugins.push([httpAuthPlugin, options]);
   }
+  // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
+  // plugins before it (jwt's acl claim, http-auth) get their say first.
+  if (values['acl-file']) plugins.push([aclFilePlugin, { file: s('acl-file') }]);
   const broker = createBroker({
     plugins,
+    allowAnonymous: anonymous === 'auto' ? undefined : anonymous === 'true',
     hookTimeout: int('hook-timeout', s('hook-timeout')),
     port: int('port', s('port')),
     host: s('host') || undefined,
@@ -492,7 +502,6 @@ async function main(): Promise<void> {
     wssPort: orNull(int('wss-port', s('wss-port'))),
     logger: log,
     persistence,
-    hooks: passwords ? passwordFileHooks(passwords) : undefined,
     maxInflight: int('max-inflight', s('max-inflight')),
     maxQueued: int('max-queued', s('max-queued')),
     maxQueuedBytes: int('max-queued-bytes', s('max-queued-bytes')),
@@ -555,14 +564,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  if (passwords)
-    process.on('SIGHUP', () => {
-      // A file that fails to parse keeps the users loaded before.
-      passwords?.reload().then(
-        () => log.info({ users: passwords?.size }, 'password file reloaded'),
-        (err) => log.error({ err }, 'password file not reloaded; keeping the previous one'),
-      );
-    });
+  // SIGHUP re-reads the plugins' files (password file, ACL); one that fails keeps its old content.
+  process.on('SIGHUP', () => {
+    broker.reload().then(
+      () => log.info('reloaded'),
+      (err) => log.error({ err }, 'reload incomplete; what failed keeps its previous configuration'),
+    );
+  });
 }
 
 if (process.argv[2] === 'passwd')

@@ -16,7 +16,9 @@ import type { Session } from './session.js';
 export const ALLOW = 1;
 export const DENY = 0;
 export const FAILED = -1;
-export type Outcome = typeof ALLOW | typeof DENY | typeof FAILED;
+/** The authenticate chain ended without a decision (every hook passed, or none is registered). */
+export const UNDECIDED = 2;
+export type Outcome = typeof ALLOW | typeof DENY | typeof FAILED | typeof UNDECIDED;
 
 type Decider = (client: ClientInfo, a: unknown, b?: unknown) => unknown;
 type ChainName = 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeDeliver';
@@ -46,6 +48,7 @@ export class PluginHost {
     onSubscribe: [],
   };
   private readonly closers: { plugin: string; fn: () => void | Promise<void> }[] = [];
+  private readonly reloaders: { plugin: string; fn: () => void | Promise<void> }[] = [];
 
   constructor(
     private readonly broker: Broker,
@@ -108,7 +111,28 @@ export class PluginHost {
       onClose: (fn) => {
         this.closers.push({ plugin: name, fn });
       },
+      onReload: (fn) => {
+        this.reloaders.push({ plugin: name, fn });
+      },
     };
+  }
+
+  /**
+   * Every plugin's onReload callbacks, in registration order, each run even when one before
+   * failed; rejects with the failures (each naming its plugin) when there are any.
+   */
+  async reload(): Promise<void> {
+    const failures: Error[] = [];
+    for (const { plugin, fn } of this.reloaders) {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(
+          new Error(`plugin ${plugin}: reload failed: ${(err as Error).message}`, { cause: err }),
+        );
+      }
+    }
+    if (failures.length > 0) throw new AggregateError(failures, failures.map((e) => e.message).join('; '));
   }
 
   /** Each plugin's onClose callbacks, in registration order; failures are logged. */
@@ -123,8 +147,9 @@ export class PluginHost {
   }
 
   /**
-   * Runs a chain from link `from`: the first allow or deny decides, pass goes on, the end allows.
-   * Synchronous unless a hook returns a promise.
+   * Runs a chain from link `from`: the first allow or deny decides, pass goes on, the end allows
+   * (authenticate: the end is UNDECIDED, for CONNECT to apply allowAnonymous). Synchronous unless
+   * a hook returns a promise.
    */
   decide(
     chain: ChainName,
@@ -166,7 +191,7 @@ export class PluginHost {
       );
       return FAILED;
     }
-    return ALLOW;
+    return chain === 'authenticate' ? UNDECIDED : ALLOW;
   }
 
   private settle(

@@ -47,6 +47,11 @@ export interface BrokerOptions {
   hooks?: Hooks;
   /** Plugins, each alone or with its options, set up in order before listen() accepts connections. */
   plugins?: PluginEntry[];
+  /**
+   * Let clients without a user name connect when no authenticate hook decides. Default: true
+   * while no authentication is configured (no plugin registered an authenticate hook), else false.
+   */
+  allowAnonymous?: boolean;
   /** Milliseconds an asynchronous hook may take before it counts as a denial. Default 5000. */
   hookTimeout?: number;
   /** Outbound QoS 1/2 messages in flight per client (5.0 clients may ask for fewer). */
@@ -148,8 +153,10 @@ export type QueueOverflow = (typeof QUEUE_OVERFLOW)[number];
 type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort' | 'wsAllowedOrigins';
 
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | Listeners>
+  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
 > & {
+  /** undefined: decided by whether authentication is configured (Broker.anonymousAllowed). */
+  allowAnonymous: boolean | undefined;
   port: number | null;
   host: string | undefined;
   wsPort: number | null;
@@ -233,6 +240,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     outboundTopicAliases: clamp(o.outboundTopicAliases ?? DEFAULTS.outboundTopicAliases, 0, 65535),
     maxKeepalive: clamp(o.maxKeepalive ?? DEFAULTS.maxKeepalive, 0, 65535),
     connectTimeout: Math.max(1, o.connectTimeout ?? DEFAULTS.connectTimeout),
+    allowAnonymous: o.allowAnonymous,
     hookTimeout: Math.max(1, o.hookTimeout ?? DEFAULTS.hookTimeout),
     maxSubscriptionsPerClient: Math.max(1, o.maxSubscriptionsPerClient ?? DEFAULTS.maxSubscriptionsPerClient),
     maxWriteBuffer: Math.max(1024, o.maxWriteBuffer ?? DEFAULTS.maxWriteBuffer),

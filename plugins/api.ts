@@ -72,6 +72,11 @@ export interface PluginApi {
   disconnect(clientId: string, reasonCode?: number): boolean;
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
+  /**
+   * Runs at broker.reload() (the CLI calls it on SIGHUP): re-read configuration such as files. A
+   * failure (throw, rejection) should keep what was loaded before; it is reported by reload().
+   */
+  onReload(fn: () => void | Promise<void>): void;
 }
 
 export interface Plugin<Options = unknown> {

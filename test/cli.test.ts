@@ -325,6 +325,29 @@ describe('heron CLI', () => {
     expect(factor.stderr).toContain('--retry-factor must be a number >= 1');
   });
 
+  it('--allow-anonymous false refuses a client without a user name (CONNACK 0x87); a bad value exits 2', async () => {
+    const r = run([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--persistence',
+      'memory',
+      '--allow-anonymous',
+      'false',
+    ]);
+    const { port } = await r.line((l) => l.msg === 'listening' && l.transport === 'tcp');
+    const url = `mqtt://127.0.0.1:${port}`;
+    await expect(connect(url, { protocolVersion: 5 })).rejects.toThrow(/Not authorized/i);
+    const named = await connect(url, { protocolVersion: 5, username: 'someone' });
+    expect(named.connected).toBe(true);
+    const bad = await output(['--port', '0', '--ws-port', '0', '--allow-anonymous', 'yes']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--allow-anonymous must be true, false or auto, got "yes"');
+  });
+
   it('a non-numeric port exits 2 with a message', async () => {
     const { code, stderr } = await output(['--port', 'abc', '--ws-port', '0']);
     expect(code).toBe(2);

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import mqtt, { type IClientOptions } from 'mqtt';
 import type { IConnackPacket } from 'mqtt-packet';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { passwordFileHooks } from '../plugins/password-file/hooks.js';
+import passwordFilePlugin from '../plugins/password-file/index.js';
 import {
   formatPasswordFile,
   PasswordFile,
@@ -102,7 +102,7 @@ withMosquitto("files written by Debian's mosquitto_passwd are accepted by Heron"
 
   for (const v of [4, 5] as const) {
     it(`v${v}: right passwords connect; wrong password and unknown user get ${BAD_CREDENTIALS[v]}, anonymous ${ANONYMOUS[v]}`, async () => {
-      const { port } = await startBroker({ hooks: passwordFileHooks(await PasswordFile.open(file)) });
+      const { port } = await startBroker({ plugins: [[passwordFilePlugin, { file }]] });
       expect(await connack(port, v, 'alice', 'secret')).toBe(OK[v]);
       expect(await connack(port, v, 'bob', 'hunter2')).toBe(OK[v]);
       expect(await connack(port, v, 'alice', 'hunter2')).toBe(BAD_CREDENTIALS[v]);

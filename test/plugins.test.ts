@@ -335,6 +335,8 @@ describe('failing hooks deny and harm no one else', () => {
     it(`v${v}: an authenticate past hookTimeout refuses as a server error; a throwing observer changes nothing`, async () => {
       const { port } = await startBroker({
         hookTimeout: 50,
+        // An authenticate hook turns anonymous access off by default; 'fine' connects without a user name.
+        allowAnonymous: true,
         plugins: [
           plugin('hang', {
             authenticate: (c) => (c.clientId === 'stuck' ? new Promise<Verdict>(() => undefined) : 'pass'),

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
-import { DENY, FAILED } from '../hooks.js';
+import { ALLOW, DENY, FAILED, type Outcome, UNDECIDED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
 import { validTopic } from '../topic-tree.js';
@@ -124,13 +124,10 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   if (identity === null)
     return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'no client certificate');
   if (identity !== undefined) conn.username = identity;
-  else if (broker.plugins.authenticate.length > 0) {
-    const outcome = await broker.plugins.decide(
-      'authenticate',
-      conn.clientInfo,
-      packet.username,
-      packet.password,
-    );
+  const anonymous = conn.username === undefined;
+  let outcome: Outcome = identity !== undefined ? ALLOW : UNDECIDED;
+  if (identity === undefined && broker.plugins.authenticate.length > 0) {
+    outcome = await broker.plugins.decide('authenticate', conn.clientInfo, packet.username, packet.password);
     if (conn.closing) return;
     if (outcome === FAILED) {
       // A failing hook (logged with its plugin) refuses the client, as a server error rather
@@ -138,16 +135,14 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       broker.log.error({ clientId }, 'authenticate hook failed');
       return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
     }
-    // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
-    if (outcome === DENY && packet.username === undefined)
-      return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
-    if (outcome === DENY)
-      return refuse(
-        CONNACK_V4.BAD_USERNAME_OR_PASSWORD,
-        RC.BAD_USERNAME_OR_PASSWORD,
-        'authentication failed',
-      );
   }
+  // No plugin decided: a client with a user name is let in (the chain's default), one without is
+  // let in only with allowAnonymous (on by default only while no authentication is configured).
+  // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
+  if (anonymous && (outcome === DENY || (outcome === UNDECIDED && !broker.anonymousAllowed)))
+    return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
+  if (outcome === DENY)
+    return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'authentication failed');
   // Counted once authenticated, so that nobody can get another client's id banned.
   if (limits.flapping.connected(clientId, Date.now())) {
     limits.hit('flapping', { clientId, address });
