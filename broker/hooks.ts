@@ -233,6 +233,19 @@ export class PluginHost {
   /** authorizeDeliver for a session (callers check the chain's length first). Always synchronous. */
   allowDeliver(session: Session, topic: string): boolean {
     const client = session.conn?.clientInfo ?? session.lastClient ?? session.offlineInfo();
+    // One hook answering allow or deny (the common case, e.g. an ACL file): decided here, without
+    // the general chain's bookkeeping; it runs once per delivery.
+    const links = this.authorizeDeliver;
+    if (links.length === 1) {
+      let answer: unknown;
+      try {
+        answer = links[0].fn(client, topic);
+      } catch {
+        answer = undefined; // the chain below logs and denies
+      }
+      if (answer === 'allow') return true;
+      if (answer === 'deny') return false;
+    }
     return this.decide('authorizeDeliver', client, topic) === ALLOW;
   }
 

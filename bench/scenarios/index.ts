@@ -1,5 +1,6 @@
 /** Every scenario, in run order. Add new ones (persistence, shared subscriptions, …) here. */
 import type { Scenario } from '../scenario.js';
+import { aclCost } from './acl.js';
 import { passwordConnects } from './auth.js';
 import { fanIn, fanInTuned } from './fan-in.js';
 import { fanOut } from './fan-out.js';
@@ -22,6 +23,8 @@ export const scenarios: Scenario[] = [
   shared,
   idleConnections,
   passwordConnects,
+  aclCost('fan-in'),
+  aclCost('fan-out'),
   slowConsumer(0),
   slowConsumer(1),
   persistFanInMemory,

@@ -153,9 +153,24 @@ export class ClientAcl {
     }
   }
 
-  /** May the client publish to (WRITE) or receive from (READ) this topic name? */
+  /**
+   * May the client publish to (WRITE) or receive from (READ) this topic name? The last answer per
+   * action is kept: a client mostly publishes to, and receives, the same topics one after another
+   * (this object's rules never change; a reload makes a new one).
+   */
   topic(action: typeof READ | typeof WRITE, topic: string): boolean {
     const i = action === READ ? 0 : 1;
+    if (this.lastTopic[i] === topic) return this.lastAnswer[i];
+    const answer = this.check(i, topic);
+    this.lastTopic[i] = topic;
+    this.lastAnswer[i] = answer;
+    return answer;
+  }
+
+  private readonly lastTopic: [string | undefined, string | undefined] = [undefined, undefined];
+  private readonly lastAnswer: [boolean, boolean] = [false, false];
+
+  private check(i: 0 | 1, topic: string): boolean {
     const denied = this.denied[i];
     for (let k = 0; k < denied.length; k++) if (matches(denied[k], topic)) return false;
     if (this.exact[i].has(topic)) return true;
