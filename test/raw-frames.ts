@@ -3,6 +3,8 @@
  * by the raw-socket tables (bad-input, must-close).
  */
 
+import assert from 'node:assert/strict';
+
 export type Bytes = Buffer | number[];
 
 /** Bytes from hex digits, spaces ignored: hex('30 03 00 01 61'). */
@@ -32,7 +34,7 @@ export function str(s: string | number[]): number[] {
 
 /** A 5.0 property block: the Property Length varint (one byte here) and the property bytes. */
 export function props(bytes: number[] = []): number[] {
-  if (bytes.length > 127) throw new Error('props() writes a one-byte Property Length');
+  assert(bytes.length <= 127, 'props() writes a one-byte Property Length');
   return [bytes.length, ...bytes];
 }
 
