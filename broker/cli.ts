@@ -9,6 +9,8 @@ import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
+import { scramPasswdMain } from '../plugins/scram/credentials.js';
+import scramPlugin from '../plugins/scram/index.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
@@ -276,6 +278,11 @@ const FLAGS = {
     default: '',
     help: 'Mosquitto password file (heron passwd writes one): clients must log in; reloaded on SIGHUP',
   },
+  'scram-file': {
+    type: 'string',
+    default: '',
+    help: 'SCRAM-SHA-256 credentials (heron scram-passwd writes them): MQTT 5.0 enhanced authentication; reloaded on SIGHUP',
+  },
   'allow-anonymous': {
     type: 'string',
     default: 'auto',
@@ -339,6 +346,7 @@ function usage(): string {
   const lines = [
     'Usage: heron [options]',
     '       heron passwd [-c] [-b] [-D] FILE USER [PASSWORD]',
+    '       heron scram-passwd FILE USER PASSWORD',
     '',
     'Options:',
   ];
@@ -441,6 +449,7 @@ async function main(): Promise<void> {
       : new MemoryPersistence();
   const plugins: PluginEntry[] = [];
   if (values['password-file']) plugins.push([passwordFilePlugin, { file: s('password-file') }]);
+  if (values['scram-file']) plugins.push([scramPlugin, { file: s('scram-file') }]);
   for (const spec of values.plugin as string[]) {
     try {
       plugins.push(await loadPlugin(spec));
@@ -575,6 +584,10 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === 'passwd')
   passwdMain(process.argv.slice(3)).then((code) => {
+    process.exitCode = code;
+  });
+else if (process.argv[2] === 'scram-passwd')
+  scramPasswdMain(process.argv.slice(3)).then((code) => {
     process.exitCode = code;
   });
 else void main();
