@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { IAuthPacket, IConnackPacket, IDisconnectPacket, Packet } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { definePlugin } from '../plugins/api.js';
-import { hmac, setScramUser, sha256 } from '../plugins/scram/credentials.js';
+import { hmac, parseScramFile, setScramUser, sha256 } from '../plugins/scram/credentials.js';
 import scramPlugin from '../plugins/scram/index.js';
 import { connect, connectPacket, nextMessages, onCleanup, RawClient, startBroker } from './helpers.js';
 
@@ -304,5 +304,35 @@ describe('enhanced authentication: a third-party method (api.addAuthMethod)', ()
   it('a method name registered twice fails the start, naming the plugin', async () => {
     const twice = definePlugin({ name: 'again', setup: (api) => tokenPlugin.setup(api, undefined) });
     await expect(startBroker({ plugins: [tokenPlugin, twice] })).rejects.toThrow(/again.*x-token.*token's/);
+  });
+});
+
+describe('SCRAM credentials file', () => {
+  it('holds salted keys, never the password; setScramUser replaces a user and keeps comments', async () => {
+    const file = await credentialsFile({ alice: 'wonderland' });
+    const { readFile, writeFile } = await import('node:fs/promises');
+    await writeFile(file, `# users\n${await readFile(file, 'utf8')}`);
+    await setScramUser(file, 'alice', 'new-secret');
+    await setScramUser(file, 'carol', 'x');
+    const text = await readFile(file, 'utf8');
+    expect(text).not.toMatch(/wonderland|new-secret/);
+    const lines = text.trim().split('\n');
+    expect(lines[0]).toBe('# users');
+    expect(lines.slice(1).map((l) => l.split(':').slice(0, 3).join(':'))).toEqual([
+      'alice:scram-sha-256:4096',
+      'carol:scram-sha-256:4096',
+    ]);
+    expect(parseScramFile(text).size).toBe(2);
+    expect(() => parseScramFile('bob:scram-sha-256:0:AAAA:AAAA:AAAA\n')).toThrow(/line 1: bad iteration/);
+    expect(() => parseScramFile('bob:plain:secret\n')).toThrow(/line 1/);
+  });
+
+  it('broker.reload() re-reads the file: a user added logs in', async () => {
+    const file = await credentialsFile({ alice: 'wonderland' });
+    const { port, broker } = await startBroker({ plugins: [[scramPlugin, { file }]] });
+    expect((await scramConnect(port, 'dave', 'pw')).ack.reasonCode).toBe(0x86);
+    await setScramUser(file, 'dave', 'pw');
+    await broker.reload();
+    expect((await scramConnect(port, 'dave', 'pw')).ack.reasonCode).toBe(0x00);
   });
 });
