@@ -2,11 +2,13 @@
 import { parseArgs } from 'node:util';
 import { LevelPersistence } from '../persistence/level.js';
 import { MemoryPersistence } from '../persistence/memory.js';
+import type { Persistence } from '../persistence/types.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import type { PluginEntry } from '../plugins/api.js';
 import { type HttpAuthOptions, default as httpAuthPlugin } from '../plugins/http-auth/index.js';
 import { type JwtOptions, default as jwtPlugin } from '../plugins/jwt/index.js';
 import { loadPlugin } from '../plugins/load.js';
+import { loadPersistence } from '../plugins/load-persistence.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
 import { scramPasswdMain } from '../plugins/scram/credentials.js';
@@ -68,7 +70,7 @@ const FLAGS = {
   persistence: {
     type: 'string',
     default: 'level',
-    help: 'where state is kept: level (LevelDB in --data-dir) or memory',
+    help: 'where state is kept: level (LevelDB in --data-dir), memory, or a module path/package exporting a factory',
   },
   'data-dir': { type: 'string', default: './data', help: 'LevelDB directory for --persistence level' },
   sync: {
@@ -434,19 +436,23 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const kind = s('persistence');
-  if (kind !== 'level' && kind !== 'memory') {
-    process.stderr.write(`heron: --persistence must be level or memory, got "${kind}"\n`);
-    process.exit(2);
-  }
   const anonymous = s('allow-anonymous');
   if (anonymous !== 'true' && anonymous !== 'false' && anonymous !== 'auto') {
     process.stderr.write(`heron: --allow-anonymous must be true, false or auto, got "${anonymous}"\n`);
     process.exit(2);
   }
-  const persistence =
-    kind === 'level'
-      ? new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true })
-      : new MemoryPersistence();
+  let persistence: Persistence;
+  if (kind === 'level')
+    persistence = new LevelPersistence({ dir: s('data-dir'), sync: values.sync === true });
+  else if (kind === 'memory') persistence = new MemoryPersistence();
+  else {
+    try {
+      persistence = await loadPersistence(kind, { dataDir: s('data-dir'), sync: values.sync === true });
+    } catch (err) {
+      process.stderr.write(`heron: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+  }
   const plugins: PluginEntry[] = [];
   if (values['password-file']) plugins.push([passwordFilePlugin, { file: s('password-file') }]);
   if (values['scram-file']) plugins.push([scramPlugin, { file: s('scram-file') }]);

@@ -22,6 +22,11 @@ export {
   type Verdict,
 } from '../plugins/api.js';
 export { loadPlugin } from '../plugins/load.js';
+export {
+  loadPersistence,
+  type PersistenceFactory,
+  type PersistenceFactoryOptions,
+} from '../plugins/load-persistence.js';
 export type { ClientInfo, Hooks } from '../plugins/types.js';
 export { Broker, type BrokerEvents, type BrokerStats, createBroker, type PublishOptions } from './broker.js';
 export type { ConnectionInfo } from './connection.js';

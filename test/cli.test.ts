@@ -195,6 +195,49 @@ describe('heron CLI', () => {
     expect(bad.stderr).toMatch(/--plugin .*missing\.mjs: cannot load/);
   });
 
+  it('--persistence <module> loads a backend factory with --data-dir and --sync; a wrong one exits 2 (#10)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'heron-cli-persist-'));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+    const memory = new URL('../dist/persistence/memory.js', import.meta.url).href;
+    const file = join(dir, 'store.mjs');
+    writeFileSync(
+      file,
+      `import { MemoryPersistence } from ${JSON.stringify(memory)};
+export default (options) => {
+  console.log(JSON.stringify({ msg: 'store made', ...options }));
+  return new MemoryPersistence();
+};
+`,
+    );
+    const r = run([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--persistence',
+      file,
+      '--data-dir',
+      dir,
+      '--sync',
+    ]);
+    const listening = await r.line((l) => l.msg === 'listening');
+    expect(r.lines.find((l) => l.msg === 'store made')).toMatchObject({ dataDir: dir, sync: true });
+    const c = await connect(`mqtt://127.0.0.1:${listening.port}`);
+    await c.subscribeAsync('p/t', { qos: 1 });
+    const got = nextMessages(c, 1);
+    await c.publishAsync('p/t', 'stored', { qos: 1 });
+    expect((await got)[0].payload).toBe('stored');
+    r.child.kill('SIGTERM');
+    expect((await r.done).code).toBe(0);
+
+    writeFileSync(join(dir, 'bad.mjs'), 'export default () => ({ open() {} });\n');
+    const bad = await output(['--port', '0', '--persistence', join(dir, 'bad.mjs')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--persistence .*bad\.mjs: the factory's result lacks close/);
+  });
+
   it('--jwt-secret loads the jwt plugin; a missing key file exits 1, a bad --http-auth-default 2', async () => {
     const r = run([
       '--port',

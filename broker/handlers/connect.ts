@@ -5,6 +5,7 @@ import { authenticateAtConnect } from '../enhanced-auth.js';
 import { ALLOW, DENY, FAILED, type Outcome, UNDECIDED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
+import { DLQ_PREFIX } from '../shared/groups.js';
 import { validTopic } from '../topic-tree.js';
 import { certificateIdentity } from '../transports/tls.js';
 
@@ -170,6 +171,16 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   if (limits.flapping.connected(clientId, Date.now())) {
     limits.hit('flapping', { clientId, address });
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.BANNED, 'client id banned for flapping');
+  }
+  // The will is published as this client, so its topic needs publish permission now, not when the
+  // connection ends: denied → 5.0 CONNACK 0x87, 3.1.1 0x05. The broker's own topics never.
+  if (w && (w.topic.startsWith('$SYS/') || w.topic.startsWith(DLQ_PREFIX)))
+    return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'will topic is the broker’s');
+  if (w && broker.plugins.authorizePublish.length > 0) {
+    const verdict = await broker.plugins.decide('authorizePublish', conn.clientInfo, w.topic);
+    if (conn.closing) return;
+    if (verdict !== ALLOW)
+      return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'will topic not authorized');
   }
 
   if (version === 5) {
