@@ -201,6 +201,23 @@ describe('enhanced authentication: SCRAM-SHA-256 (RFC 5802 / RFC 7677, MQTT 5.0 
     expect(await c.next()).toBeNull();
   });
 
+  it('during the exchange: AUTH other than 0x18 or with another method gets CONNACK 0x82 [MQTT-4.12.0-3] [MQTT-4.12.0-5]; DISCONNECT just closes', async () => {
+    const { port } = await scramBroker();
+    for (const answer of [auth(0x00), auth(0x18, Buffer.from('x'), 'OTHER'), auth(0x19)]) {
+      const c = await RawClient.open(port, 5);
+      c.send(connectWith(M, scramClient('alice', 'wonderland').first()));
+      expect((await c.next())?.cmd).toBe('auth');
+      c.send(answer);
+      const ack = (await c.next()) as IConnackPacket;
+      expect([ack?.cmd, ack?.reasonCode]).toEqual(['connack', 0x82]);
+    }
+    const c = await RawClient.open(port, 5);
+    c.send(connectWith(M, scramClient('alice', 'wonderland').first()));
+    expect((await c.next())?.cmd).toBe('auth');
+    c.send({ cmd: 'disconnect', reasonCode: 0 });
+    expect(await c.next()).toBeNull();
+  });
+
   it('re-authentication (AUTH 0x19) succeeds: AUTH 0x00 with server-final; the connection goes on', async () => {
     const { port } = await scramBroker();
     const { c } = await scramConnect(port, 'alice', 'wonderland');
