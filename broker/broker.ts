@@ -175,7 +175,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Whether a client without a user name may connect when no authenticate hook decides. */
   get anonymousAllowed(): boolean {
     const o = this.options;
-    return o.allowAnonymous ?? (this.plugins.authenticate.length === 0 && !o.tlsIdentityAsUsername);
+    const p = this.plugins;
+    return (
+      o.allowAnonymous ??
+      (p.authenticate.length === 0 && p.authMethods.size === 0 && !o.tlsIdentityAsUsername)
+    );
   }
 
   /**

@@ -11,6 +11,8 @@ import { loadPlugin } from '../plugins/load.js';
 import { loadPersistence } from '../plugins/load-persistence.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { passwdMain } from '../plugins/password-file/passwd-cli.js';
+import { scramPasswdMain } from '../plugins/scram/credentials.js';
+import scramPlugin from '../plugins/scram/index.js';
 import { createBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { type BrokerOptions, DEFAULTS, QUEUE_OVERFLOW, type QueueOverflow } from './options.js';
@@ -278,6 +280,11 @@ const FLAGS = {
     default: '',
     help: 'Mosquitto password file (heron passwd writes one): clients must log in; reloaded on SIGHUP',
   },
+  'scram-file': {
+    type: 'string',
+    default: '',
+    help: 'SCRAM-SHA-256 credentials (heron scram-passwd writes them): MQTT 5.0 enhanced authentication; reloaded on SIGHUP',
+  },
   'allow-anonymous': {
     type: 'string',
     default: 'auto',
@@ -341,6 +348,7 @@ function usage(): string {
   const lines = [
     'Usage: heron [options]',
     '       heron passwd [-c] [-b] [-D] FILE USER [PASSWORD]',
+    '       heron scram-passwd FILE USER PASSWORD',
     '',
     'Options:',
   ];
@@ -447,6 +455,7 @@ async function main(): Promise<void> {
   }
   const plugins: PluginEntry[] = [];
   if (values['password-file']) plugins.push([passwordFilePlugin, { file: s('password-file') }]);
+  if (values['scram-file']) plugins.push([scramPlugin, { file: s('scram-file') }]);
   for (const spec of values.plugin as string[]) {
     try {
       plugins.push(await loadPlugin(spec));
@@ -581,6 +590,10 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === 'passwd')
   passwdMain(process.argv.slice(3)).then((code) => {
+    process.exitCode = code;
+  });
+else if (process.argv[2] === 'scram-passwd')
+  scramPasswdMain(process.argv.slice(3)).then((code) => {
     process.exitCode = code;
   });
 else void main();

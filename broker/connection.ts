@@ -92,6 +92,12 @@ export class Connection extends ConnectionOutput {
   lastSeen = this.createdAt;
   /** 1.5 times the keep-alive, in ms; 0 = no keep-alive. */
   keepaliveMs = 0;
+  /** The enhanced-authentication method the client connected with (enhanced-auth.ts). */
+  authMethod: string | undefined;
+  /** A re-authentication waiting for the client's AUTH 0x18: the method's state. */
+  reauth: { state: unknown } | undefined;
+  /** Set while the AUTH exchange at CONNECT waits for the client's next packet. */
+  private packetWaiter: ((p: Packet | null) => void) | null = null;
 
   constructor(
     broker: Broker,
@@ -162,6 +168,13 @@ export class Connection extends ConnectionOutput {
       this.tooLarge();
       return;
     }
+    if (this.packetWaiter !== null) {
+      const w = this.packetWaiter;
+      this.packetWaiter = null;
+      this.stream.pause();
+      w(packet);
+      return;
+    }
     if (this.backlog) {
       this.backlog.push(packet);
       return;
@@ -189,6 +202,20 @@ export class Connection extends ConnectionOutput {
     this.backlog ??= [];
     // Nothing more is read meanwhile: the backlog holds at most what one chunk carried.
     this.stream.pause();
+  }
+
+  /**
+   * While held (CONNECT in progress): the next packet, read for the AUTH exchange rather than
+   * queued; null once the connection ends.
+   */
+  nextPacket(): Promise<Packet | null> {
+    const queued = this.backlog?.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.closing) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this.packetWaiter = resolve;
+      if (this.pausedBy === 0) this.stream.resume();
+    });
   }
 
   release(): void {
@@ -291,6 +318,9 @@ export class Connection extends ConnectionOutput {
   private finish(why: string, fireWill: boolean): void {
     if (this.state !== 'closed' && this.state !== 'closing') this.state = 'closing';
     this.backlog = null;
+    const waiter = this.packetWaiter;
+    this.packetWaiter = null;
+    waiter?.(null);
     this.publishRate?.stop();
     this.broker.connectionEnded(this, why, fireWill);
   }

@@ -10,6 +10,7 @@ import {
 } from '../plugins/api.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import type { Broker } from './broker.js';
+import type { RegisteredMethod } from './enhanced-auth.js';
 import type { Session } from './session.js';
 
 /** Outcome of a chain: allowed, denied, or a hook failed (threw, rejected, timed out, bad answer). */
@@ -41,6 +42,8 @@ export class PluginHost {
   readonly authorizePublish: Link[] = [];
   readonly authorizeSubscribe: Link[] = [];
   readonly authorizeDeliver: Link[] = [];
+  /** Enhanced-authentication methods by name (api.addAuthMethod, enhanced-auth.ts). */
+  readonly authMethods = new Map<string, RegisteredMethod>();
   private readonly observers: Record<ObserverName, Link[]> = {
     onConnect: [],
     onDisconnect: [],
@@ -90,6 +93,15 @@ export class PluginHost {
       name,
       log: this.log.child({ plugin: name }),
       addHooks: (hooks) => this.add(name, hooks),
+      addAuthMethod: (method, impl) => {
+        if (typeof method !== 'string' || method === '')
+          throw new TypeError(`plugin ${name}: an authentication method needs a name`);
+        if (typeof impl?.start !== 'function' || typeof impl.continue !== 'function')
+          throw new TypeError(`plugin ${name}: authentication method ${method} needs start and continue`);
+        const had = this.authMethods.get(method);
+        if (had) throw new TypeError(`plugin ${name}: authentication method ${method} is ${had.plugin}'s`);
+        this.authMethods.set(method, { plugin: name, method: impl as RegisteredMethod['method'] });
+      },
       publish: (message) => broker.publish(message),
       clients: () => {
         const out: ClientInfo[] = [];

@@ -10,6 +10,8 @@ export type {
   SubscriptionRecord,
 } from '../persistence/types.js';
 export {
+  type AuthMethod,
+  type AuthStep,
   definePlugin,
   type HookName,
   type Plugin,

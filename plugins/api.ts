@@ -50,6 +50,29 @@ export interface PluginHooks {
 
 export type HookName = keyof PluginHooks;
 
+/**
+ * One step of an enhanced-authentication exchange (MQTT 5.0 section 4.12): `continue` sends the
+ * client AUTH 0x18 with `data` and keeps `state` for the next `continue` call; `success` accepts
+ * (CONNACK 0x00, or AUTH 0x00 on re-authentication) with `data` as the final Authentication
+ * Data and `username` as the client's user name (at CONNECT); `failure` refuses (CONNACK
+ * `reasonCode`, default 0x87 Not authorized; on re-authentication DISCONNECT 0x87).
+ */
+export type AuthStep<State = unknown> =
+  | { result: 'continue'; data?: Buffer; state: State }
+  | { result: 'success'; data?: Buffer; username?: string }
+  | { result: 'failure'; reasonCode?: 0x86 | 0x87 };
+
+/**
+ * An enhanced-authentication method (the CONNECT's Authentication Method names it). `start` runs
+ * at CONNECT and at each re-authentication (AUTH 0x19) with the client's Authentication Data;
+ * `continue` with each AUTH 0x18 the client answers. Either may be async; one that throws,
+ * rejects, answers something else or takes longer than hookTimeout fails the exchange.
+ */
+export interface AuthMethod<State = unknown> {
+  start(client: ClientInfo, data: Buffer | undefined): MaybePromise<AuthStep<State>>;
+  continue(client: ClientInfo, state: State, data: Buffer | undefined): MaybePromise<AuthStep<State>>;
+}
+
 /** What a plugin's setup gets. */
 export interface PluginApi {
   /** The plugin's name. */
@@ -58,6 +81,11 @@ export interface PluginApi {
   readonly log: Logger;
   /** Registers hooks (may be called more than once; each call adds to the chains). */
   addHooks(hooks: PluginHooks): void;
+  /**
+   * Registers an enhanced-authentication method under `name` (case-sensitive, as the protocol
+   * compares it); a name already registered throws.
+   */
+  addAuthMethod<State>(name: string, method: AuthMethod<State>): void;
   /** Publishes as the broker; false when a subscriber's queue was full (see Broker.publish). */
   publish(message: PublishOptions): boolean;
   /** The clients connected now. */

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../broker/options.js';
-import { connect, nextMessages, onCleanup, once } from './helpers.js';
+import { connect, connectPacket, nextMessages, onCleanup, once, RawClient } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
@@ -395,5 +395,48 @@ export default (options) => {
     const { code, stderr } = await output(['--port', 'abc', '--ws-port', '0']);
     expect(code).toBe(2);
     expect(stderr).toContain('--port must be a non-negative integer, got "abc"');
+  });
+  it('heron scram-passwd writes salted keys; --scram-file offers SCRAM-SHA-256 and refuses plain clients', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'heron-cli-scram-'));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'scram');
+    const made = await output(['scram-passwd', file, 'alice', 'wonderland']);
+    expect(made.code).toBe(0);
+    const text = readFileSync(file, 'utf8');
+    expect(text).toMatch(/^alice:scram-sha-256:4096:/);
+    expect(text).not.toContain('wonderland');
+    expect((await output(['scram-passwd', file])).code).toBe(2);
+
+    const r = run([
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--persistence',
+      'memory',
+      '--scram-file',
+      file,
+    ]);
+    const listening = await r.line((l) => l.msg === 'listening');
+    expect((await r.line((l) => l.msg === 'SCRAM credentials loaded')).users).toBe(1);
+    const c = await RawClient.open(listening.port as number, 5);
+    c.send(
+      connectPacket(5, {
+        properties: {
+          authenticationMethod: 'SCRAM-SHA-256',
+          authenticationData: Buffer.from('n,,n=alice,r=abc'),
+        },
+      }),
+    );
+    // The server-first-message: the method is on.
+    const challenge = await c.next();
+    expect([challenge?.cmd, (challenge as { reasonCode?: number })?.reasonCode]).toEqual(['auth', 0x18]);
+    await expect(connect(`mqtt://127.0.0.1:${listening.port}`, { protocolVersion: 5 })).rejects.toThrow(
+      /Not authorized/i,
+    );
+    r.child.kill('SIGTERM');
+    expect((await r.done).code).toBe(0);
   });
 });

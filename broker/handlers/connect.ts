@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { Connection } from '../connection.js';
+import { authenticateAtConnect } from '../enhanced-auth.js';
 import { ALLOW, DENY, FAILED, type Outcome, UNDECIDED } from '../hooks.js';
 import { createMessage } from '../message.js';
 import { CONNACK_V4, RC } from '../reason-codes.js';
@@ -56,8 +57,9 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   }
 
   const props = packet.properties;
-  if (version === 5 && props?.authenticationMethod !== undefined) {
-    // No enhanced authentication method is supported: refuse and close [MQTT-4.12.0-1].
+  const authMethod = version === 5 ? props?.authenticationMethod : undefined;
+  if (authMethod !== undefined && !broker.plugins.authMethods.has(authMethod)) {
+    // No plugin registered this enhanced authentication method: refuse and close [MQTT-4.12.0-1].
     return refuse(0, RC.BAD_AUTHENTICATION_METHOD, 'unsupported authentication method');
   }
   const clean = packet.clean !== false;
@@ -127,7 +129,24 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   if (identity !== undefined) conn.username = identity;
   const anonymous = conn.username === undefined;
   let outcome: Outcome = identity !== undefined ? ALLOW : UNDECIDED;
-  if (identity === undefined && broker.plugins.authenticate.length > 0) {
+  let authData: Buffer | undefined;
+  if (authMethod !== undefined) {
+    // Enhanced authentication replaces the authenticate chain for this client.
+    const done = await authenticateAtConnect(conn, authMethod, props?.authenticationData);
+    if (done === null || conn.closing) return;
+    if (done.result === 'broken') return refuse(0, RC.UNSPECIFIED_ERROR, 'authentication method failed');
+    // Rejected: CONNACK 0x80 or above, then closed [MQTT-4.12.0-4].
+    if (done.result !== 'success')
+      return refuse(
+        0,
+        done.result === 'failure' ? (done.reasonCode ?? RC.NOT_AUTHORIZED) : RC.NOT_AUTHORIZED,
+        'enhanced authentication failed',
+      );
+    if (identity === undefined && done.username !== undefined) conn.username = done.username;
+    conn.authMethod = authMethod;
+    authData = done.data;
+    outcome = ALLOW;
+  } else if (identity === undefined && broker.plugins.authenticate.length > 0) {
     outcome = await broker.plugins.decide('authenticate', conn.clientInfo, packet.username, packet.password);
     if (conn.closing) return;
     if (outcome === FAILED) {
@@ -140,6 +159,10 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   // No plugin decided: a client with a user name is let in (the chain's default), one without is
   // let in only with allowAnonymous (on by default only while no authentication is configured).
   // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
+  // With an enhanced-authentication method registered, a client that uses none gets in only when
+  // a hook allows it (or allowAnonymous is set true): registering one configures authentication.
+  if (outcome === UNDECIDED && broker.plugins.authMethods.size > 0 && opts.allowAnonymous !== true)
+    return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'enhanced authentication required');
   if (anonymous && (outcome === DENY || (outcome === UNDECIDED && !broker.anonymousAllowed)))
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
   if (outcome === DENY)
@@ -211,6 +234,11 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       sharedSubscriptionAvailable: true,
     };
     if (assigned) p.assignedClientIdentifier = assigned;
+    // A successful CONNACK names the CONNECT's method [MQTT-4.12.0-5], never another [MQTT-4.12.0-6].
+    if (conn.authMethod !== undefined) {
+      p.authenticationMethod = conn.authMethod;
+      if (authData !== undefined) p.authenticationData = authData;
+    }
     if (serverKeepAlive !== undefined) p.serverKeepAlive = serverKeepAlive;
     // The client is told the Session Expiry Interval used when it differs from its own (5.0 section 3.2.2.3.2).
     if (expiry !== asked) p.sessionExpiryInterval = expiry;
