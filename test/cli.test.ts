@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../broker/options.js';
-import { connect, connectPacket, nextMessages, onCleanup, once, RawClient } from './helpers.js';
+import { connect, connectPacket, nextMessages, onCleanup, once, QUIET_CLI, RawClient } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
@@ -167,18 +167,7 @@ describe('heron CLI', () => {
 };
 `,
     );
-    const r = run([
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--ws-port',
-      '0',
-      '--persistence',
-      'memory',
-      '--plugin',
-      `${file}:{"topic":"secret/#"}`,
-    ]);
+    const r = run([...QUIET_CLI, '--plugin', `${file}:{"topic":"secret/#"}`]);
     const listening = await r.line((l) => l.msg === 'listening');
     const ready = r.lines.findIndex((l) => l.msg === 'deny plugin ready');
     expect(r.lines[ready]).toMatchObject({ plugin: 'deny', topic: 'secret/#' });
@@ -239,18 +228,7 @@ export default (options) => {
   });
 
   it('--jwt-secret loads the jwt plugin; a missing key file exits 1, a bad --http-auth-default 2', async () => {
-    const r = run([
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--ws-port',
-      '0',
-      '--persistence',
-      'memory',
-      '--jwt-secret',
-      'k',
-    ]);
+    const r = run([...QUIET_CLI, '--jwt-secret', 'k']);
     const listening = await r.line((l) => l.msg === 'listening');
     const sign = (key: string) =>
       new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(key));
@@ -369,18 +347,7 @@ export default (options) => {
   });
 
   it('--allow-anonymous false refuses a client without a user name (CONNACK 0x87); a bad value exits 2', async () => {
-    const r = run([
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--ws-port',
-      '0',
-      '--persistence',
-      'memory',
-      '--allow-anonymous',
-      'false',
-    ]);
+    const r = run([...QUIET_CLI, '--allow-anonymous', 'false']);
     const { port } = await r.line((l) => l.msg === 'listening' && l.transport === 'tcp');
     const url = `mqtt://127.0.0.1:${port}`;
     await expect(connect(url, { protocolVersion: 5 })).rejects.toThrow(/Not authorized/i);
@@ -407,18 +374,7 @@ export default (options) => {
     expect(text).not.toContain('wonderland');
     expect((await output(['scram-passwd', file])).code).toBe(2);
 
-    const r = run([
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--ws-port',
-      '0',
-      '--persistence',
-      'memory',
-      '--scram-file',
-      file,
-    ]);
+    const r = run([...QUIET_CLI, '--scram-file', file]);
     const listening = await r.line((l) => l.msg === 'listening');
     expect((await r.line((l) => l.msg === 'SCRAM credentials loaded')).users).toBe(1);
     const c = await RawClient.open(listening.port as number, 5);

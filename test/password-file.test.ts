@@ -20,7 +20,7 @@ import {
   PasswordFileParseError,
   parsePasswordFile,
 } from '../plugins/password-file/passwords.js';
-import { connectPacket, onCleanup, RawClient, startBroker } from './helpers.js';
+import { connectPacket, onCleanup, QUIET_CLI, RawClient, startBroker } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
@@ -114,23 +114,10 @@ withMosquitto("files written by Debian's mosquitto_passwd are accepted by Heron"
   }
 
   it('the CLI with --password-file: mqtt.js logs in; a wrong password and anonymous are refused', async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        '--port',
-        '0',
-        '--host',
-        '127.0.0.1',
-        '--ws-port',
-        '0',
-        '--persistence',
-        'memory',
-        '--password-file',
-        file,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(process.execPath, [CLI, ...QUIET_CLI, '--password-file', file], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     onCleanup(() => child.kill('SIGKILL'));
     const port = await listeningPort(child);
     const url = `mqtt://127.0.0.1:${port}`;
@@ -144,23 +131,10 @@ withMosquitto("files written by Debian's mosquitto_passwd are accepted by Heron"
     const dir = tmp();
     const pw = join(dir, 'passwords');
     writeFileSync(pw, readFileSync(file));
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        '--port',
-        '0',
-        '--host',
-        '127.0.0.1',
-        '--ws-port',
-        '0',
-        '--persistence',
-        'memory',
-        '--password-file',
-        pw,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(process.execPath, [CLI, ...QUIET_CLI, '--password-file', pw], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     onCleanup(() => child.kill('SIGKILL'));
     const logs = logLines(child);
     const url = `mqtt://127.0.0.1:${(await logs('listening')).port}`;
