@@ -115,7 +115,7 @@ export class Session extends SessionQueue {
       subscriptionIds: subIds,
     });
     const opts = this.broker.options;
-    if (!this.loaded && this.loading === null) {
+    if ((!this.loaded && this.loading === null) || this.spilledWhileLoading) {
       // Offline (or spilled) and not loaded: the message lives only in persistence until the
       // client reads again, bounded in bytes.
       const size = sizeOf(msg);
@@ -133,8 +133,10 @@ export class Session extends SessionQueue {
     if (this.full()) {
       if (this.spillable()) {
         // Persistent and full in memory: what follows goes to persistence only, read back in
-        // order once memory's queue is sent; publishers are not held back for it.
-        this.loaded = false;
+        // order once memory's queue is sent; publishers are not held back for it. While a page is
+        // being read, the load reads on past it (see load).
+        if (this.loading !== null) this.spilledWhileLoading = true;
+        else this.loaded = false;
         this.storedBytes = 0;
         return this.place(msg, qos, retain, subIds);
       }
