@@ -122,6 +122,7 @@ export class Session extends SessionQueue {
       if (this.storedBytes + size > opts.maxQueuedBytes && !this.overflow(msg, false)) return;
       this.storedBytes += size;
       this.broker.persistence.putOutgoing(this.clientId, rec);
+      this.broker.flow.spilled(this.broker.persistence);
       return;
     }
     if (this.canSendNow()) {

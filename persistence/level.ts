@@ -306,6 +306,10 @@ export class LevelPersistence implements Persistence {
     return this.index.bytes(clientId);
   }
 
+  backlogBytes(): number {
+    return this.index.pendingBytes;
+  }
+
   async getOutgoing(clientId: string, limit?: number, after?: number): Promise<OutgoingRecord[]> {
     await this.written();
     // One snapshot for references and bodies: a batch written between the two reads cannot split them.

@@ -63,10 +63,11 @@ class PendingBody implements DeferredPut {
   readonly type = 'deferred';
   pending = true;
   constructor(
-    private readonly bodies: Map<string, number | PendingBody>,
+    private readonly index: OutgoingIndex,
     public msg: StoredMessage | null,
     /** References so far. */
     public n: number,
+    readonly size: number,
   ) {}
 
   take(): Op | undefined {
@@ -74,7 +75,8 @@ class PendingBody implements DeferredPut {
     this.pending = false;
     const msg = this.msg as StoredMessage;
     this.msg = null;
-    this.bodies.set(msg.id, this.n); // written from here on: a plain count
+    this.index.pendingBytes -= this.size;
+    this.index.bodies.set(msg.id, this.n); // written from here on: a plain count
     return { type: 'put', key: bodyKey(msg.id), value: JSON.stringify(encodeMessage(msg)) };
   }
 }
@@ -82,7 +84,9 @@ class PendingBody implements DeferredPut {
 export class OutgoingIndex {
   private clients = new Map<string, ClientOut>();
   /** messageId → references: a number once written, its pending put before. */
-  private bodies = new Map<string, number | PendingBody>();
+  readonly bodies = new Map<string, number | PendingBody>();
+  /** Payload and topic bytes of the bodies whose put is pending: memory held for the writer. */
+  pendingBytes = 0;
 
   /** `emit` queues an op for the next batch. */
   constructor(private readonly emit: (op: Op | DeferredPut) => void) {}
@@ -90,6 +94,7 @@ export class OutgoingIndex {
   clear(): void {
     this.clients.clear();
     this.bodies.clear();
+    this.pendingBytes = 0;
   }
 
   stats(): { bodies: number; references: number } {
@@ -204,7 +209,9 @@ export class OutgoingIndex {
   private hold(msg: StoredMessage): void {
     const b = this.bodies.get(msg.id);
     if (b === undefined) {
-      const ref = new PendingBody(this.bodies, msg, 1);
+      const size = msg.payload.length + msg.topic.length;
+      const ref = new PendingBody(this, msg, 1, size);
+      this.pendingBytes += size;
       this.bodies.set(msg.id, ref);
       this.emit(ref);
     } else if (typeof b === 'number') this.bodies.set(msg.id, b + 1);
@@ -225,6 +232,7 @@ export class OutgoingIndex {
       this.bodies.delete(id);
       b.pending = false;
       b.msg = null;
+      this.pendingBytes -= b.size;
     }
   }
 
