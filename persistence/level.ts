@@ -1,47 +1,7 @@
 /**
  * LevelPersistence: the durable backend, on LevelDB through `level` (classic-level).
  *
- * Key layout. Keys and values are UTF-8 strings; `␀` below is the byte 0x00, which MQTT forbids in
- * client ids, topics and filters ([MQTT-1.5.4-2] in 5.0, [MQTT-1.5.3-2] in 3.1.1; the mutations throw
- * a TypeError on one), so a prefix scan of `u␀abc␀` never reaches client `abcd`. Values are JSON
- * (but for the short o␀ form); Buffers (payload, correlationData) are base64 strings.
- *
- *   meta␀version               2 (the format version, written on first open)
- *   s␀<clientId>               session: {clientId, protocolVersion, expiryInterval, disconnectedAt?}
- *   u␀<clientId>␀<filter>      subscription: {filter, qos, noLocal?, retainAsPublished?, retainHandling?,
- *                              subscriptionId?}
- *   o␀<clientId>␀<seq>         outgoing reference, <seq> zero-padded to 16 digits so that key order is
- *                              seq order: `<messageId>|<state q/i/r><qos><retain 0/1><packetId?>`, or
- *                              when it has more: {m: messageId, s: state, q: qos, r: retain,
- *                              p?: packetId, i?: subscriptionIds, g?: group, a?: attempts, u?: dup}
- *                              (small: the body is not in it)
- *   m␀<messageId>              message body, stored once for every o␀ record that references it:
- *                              {id, topic, payload: base64, qos, retain, properties?, expiresAt?},
- *                              properties.correlationData as base64
- *   i␀<clientId>␀<packetId>    inbound QoS 2 packet id awaiting PUBREL, <packetId> zero-padded to 5
- *                              digits; empty value
- *   r␀<topic>                  retained message, body inline (same JSON as m␀)
- *   w␀<clientId>               will: {message (as in m␀), fireAt?, delay?, expiryInterval?}; fireAt
- *                              once its connection ended, delay and expiryInterval (seconds) while
- *                              its client is connected
- *   g␀<group>␀<seq>            message held by a shared subscription group, <group> being
- *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
- *                              seq order within a group): {m: message (as in m␀, body inline: one group
- *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
- *                              l?: lastMember, u?: dup, t?: member and n?: packetId (in flight at
- *                              QoS 2 to that member)}
- *   k␀<publisher>␀<topic>␀<key>
- *                              idempotency key a publisher used on a topic: {e: expiresAt};
- *                              <publisher> is its client id, empty for the broker's own publish() (a
- *                              key is a user property value: a UTF-8 string, which cannot hold U+0000
- *                              either)
- *   d␀<topic>␀<key>            idempotency key stored before keys were scoped per publisher:
- *                              {e: expiresAt}, still read (it holds for every publisher until it
- *                              expires); the broker writes every new key with its publisher
- *
- * The g␀, d␀ and k␀ prefixes were added without touching existing keys (a data dir written before
- * them simply holds none; an older Heron ignores k␀ keys). Format 2 added the short o␀ form; format
- * 1 dirs are read and marked 2.
+ * Key layout: persistence/level/keys.ts.
  *
  * Bodies are reference-counted in memory (level/outgoing-index.ts): per body a count of the o␀
  * records referencing it, per client its records' seq, body id and size in compact columns
@@ -69,6 +29,7 @@
 import { Level } from 'level';
 import { BatchWriter } from './level/batch-writer.js';
 import {
+  decodeDedup,
   decodeGroupMessage,
   decodeMessage,
   decodeOutgoing,
@@ -452,23 +413,7 @@ export class LevelPersistence implements Persistence {
 
   async *listDedup(): AsyncIterable<DedupRecord> {
     await this.written();
-    for await (const [k, value] of this.db.iterator(prefixRange('d'))) {
-      const sep = k.indexOf(SEP, 2);
-      yield {
-        topic: k.slice(2, sep),
-        key: k.slice(sep + 1),
-        expiresAt: (JSON.parse(value) as { e: number }).e,
-      };
-    }
-    for await (const [k, value] of this.db.iterator(prefixRange('k'))) {
-      const a = k.indexOf(SEP, 2);
-      const b = k.indexOf(SEP, a + 1);
-      yield {
-        topic: k.slice(a + 1, b),
-        key: k.slice(b + 1),
-        expiresAt: (JSON.parse(value) as { e: number }).e,
-        publisher: k.slice(2, a),
-      };
-    }
+    for await (const [k, value] of this.db.iterator(prefixRange('d'))) yield decodeDedup(k, value, false);
+    for await (const [k, value] of this.db.iterator(prefixRange('k'))) yield decodeDedup(k, value, true);
   }
 }

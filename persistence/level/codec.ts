@@ -3,12 +3,14 @@
  * `<messageId>|<state><qos><retain><packetId?>` form for the common outgoing record.
  */
 import type {
+  DedupRecord,
   GroupMessageRecord,
   OutgoingRecord,
   OutgoingState,
   StoredMessage,
   WillRecord,
 } from '../types.js';
+import { SEP } from './keys.js';
 
 export interface EncodedMessage {
   id: string;
@@ -193,4 +195,13 @@ export function outgoingFrom(seq: number, enc: EncodedOutgoing, message: StoredM
   if (enc.a !== undefined) rec.attempts = enc.a;
   if (enc.u !== undefined) rec.dup = enc.u;
   return rec;
+}
+
+/** An idempotency key: k␀<publisher>␀<topic>␀<key> (scoped), or d␀<topic>␀<key> (stored before keys were). */
+export function decodeDedup(k: string, value: string, scoped: boolean): DedupRecord {
+  const expiresAt = (JSON.parse(value) as { e: number }).e;
+  const a = k.indexOf(SEP, 2);
+  if (!scoped) return { topic: k.slice(2, a), key: k.slice(a + 1), expiresAt };
+  const b = k.indexOf(SEP, a + 1);
+  return { topic: k.slice(a + 1, b), key: k.slice(b + 1), expiresAt, publisher: k.slice(2, a) };
 }
