@@ -135,10 +135,13 @@ export class Session extends SessionQueue {
       if (this.spillable()) {
         // Persistent and full in memory: what follows goes to persistence only, read back in
         // order once memory's queue is sent; publishers are not held back for it. While a page is
-        // being read, the load reads on past it (see load).
+        // being read, the load reads on past it (see load), and storedBytes still counts that
+        // page (an over-count until the load recounts it).
         if (this.loading !== null) this.spilledWhileLoading = true;
-        else this.loaded = false;
-        this.storedBytes = 0;
+        else {
+          this.loaded = false;
+          this.storedBytes = 0;
+        }
         return this.place(msg, qos, retain, subIds);
       }
       if (!this.overflow(msg, true)) return;

@@ -386,7 +386,10 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         for (let step = 0; step < 3000; step++) {
           const c = `w${rand(3)}`;
           let recs = model.get(c);
-          if (!recs) model.set(c, (recs = new Map()));
+          if (!recs) {
+            recs = new Map();
+            model.set(c, recs);
+          }
           const r = rand(10);
           if (r < 6) {
             const seq = r < 4 ? 10_000 + step : rand(12_000);
