@@ -144,11 +144,9 @@ async function main(): Promise<number> {
           }
           const ctx = createContext(broker, options, index, (line) => console.log(`[${spec.name}] ${line}`));
           let timer: NodeJS.Timeout | undefined;
+          const budget = (scenario.kind === 'broker' ? scenario.timeoutMs : undefined) ?? SCENARIO_TIMEOUT_MS;
           const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`timed out after ${SCENARIO_TIMEOUT_MS / 1000} s`)),
-              SCENARIO_TIMEOUT_MS,
-            );
+            timer = setTimeout(() => reject(new Error(`timed out after ${budget / 1000} s`)), budget);
           });
           try {
             const result = await Promise.race([scenario.run(ctx), timeout]);

@@ -83,6 +83,8 @@ export interface BrokerScenario {
   readonly strict: boolean;
   /** Brokers that lack what the scenario needs, with why: not run, shown as `–`. */
   readonly unsupported?: Readonly<Record<string, string>>;
+  /** Longer than the default 120 s run budget, for scenarios made of several runs. */
+  readonly timeoutMs?: number;
   run(ctx: ScenarioContext): Promise<ScenarioResult>;
 }
 
