@@ -141,6 +141,20 @@ describe('jwt authentication', () => {
     expect((await connack(denied.port, 4, { username: 'u', password: Buffer.from('hunter2') })).code).toBe(4);
   });
 
+  it('alone, a user name whose password is not a JWT (or is missing) is refused: no authenticator knows it', async () => {
+    const { broker, port } = await startBroker({ plugins: [[jwtPlugin, { secret: SECRET }]] });
+    for (const password of [Buffer.from('hunter2'), undefined]) {
+      expect((await connack(port, 5, { username: 'u', password })).code).toBe(0x86);
+      expect((await connack(port, 4, { username: 'u', password })).code).toBe(4);
+    }
+    // Anonymous clients follow allowAnonymous, off once authentication is configured: 0x87 / 0x05.
+    expect((await connack(port, 5, { password: undefined })).code).toBe(0x87);
+    expect((await connack(port, 4, { password: undefined })).code).toBe(5);
+    const token = Buffer.from(await hs256({ sub: 'u' }, SECRET));
+    expect((await connack(port, 5, { username: 'u', password: token })).code).toBe(0);
+    expect(broker.stats.connections).toBeGreaterThan(0);
+  });
+
   it('refuses a malformed acl claim', async () => {
     const { port } = await brokerWith({ secret: SECRET });
     const token = Buffer.from(await hs256({ sub: 'u', acl: { pub: 'not-a-list' } }));
