@@ -32,6 +32,7 @@ const USERS = 100;
 /** Rounds of (without, with); each run measures this long at most (after the warm-up). */
 const ROUNDS = 6;
 const ROUND_MS = 2000;
+const TIME_BUDGET_MS = 90_000;
 /**
  * Publishers are not paced by what subscribers have seen (only by their sockets' backpressure):
  * paced, a broker idles between small batches, and its CPU per message then depends on how the
@@ -145,7 +146,13 @@ export function aclCost(shape: Shape): BrokerScenario {
       try {
         const rounds = ctx.options.quick ? 2 : ROUNDS;
         const pairs: { without: ScenarioResult; with: ScenarioResult; ratio: number | null }[] = [];
+        const began = performance.now();
+        let roundMs = 0;
         for (let k = 0; k < rounds; k++) {
+          // Within the runner's 120 s per scenario, on a slow or busy machine too: at least two
+          // rounds, then only as many as fit in TIME_BUDGET_MS.
+          if (k >= 2 && performance.now() - began + roundMs > TIME_BUDGET_MS) break;
+          const roundStart = performance.now();
           const plain = () => run(ctx, shape, [], 300 + 2 * k);
           const acl = () => run(ctx, shape, ['--acl-file', file], 301 + 2 * k);
           let without: ScenarioResult;
@@ -162,6 +169,7 @@ export function aclCost(shape: Shape): BrokerScenario {
               ? withAcl.perCpuSecond / without.perCpuSecond
               : null;
           pairs.push({ without, with: withAcl, ratio });
+          roundMs = performance.now() - roundStart;
         }
         const ratios = pairs.flatMap((p) => (p.ratio === null ? [] : [p.ratio]));
         // The row shows the with-ACL run of the round nearest the median ratio.
