@@ -158,16 +158,18 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   }
   // No plugin decided: a client without a user name is let in only with allowAnonymous (on by
   // default only while no authentication is configured); refused, that is anonymous access
-  // refused: 0x87 / 0x05. One with a user name is let in only while no authenticate hook is
-  // registered: a configured authenticator that knows nothing of it (a user name missing from
-  // the password file, as Mosquitto does) refuses it as bad credentials: 0x86 / 0x04.
+  // refused: 0x87 / 0x05. One with a user name is let in only while no authenticate hook and no
+  // authentication method is registered: configured authentication that vouches for no one of
+  // that name (a user missing from the password file, as Mosquitto does) refuses it as bad
+  // credentials: 0x86 / 0x04.
   // With an enhanced-authentication method registered, a client that uses none gets in only when
   // a hook allows it (or allowAnonymous is set true): registering one configures authentication.
   if (outcome === UNDECIDED && broker.plugins.authMethods.size > 0 && opts.allowAnonymous !== true)
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'enhanced authentication required');
   if (anonymous && (outcome === DENY || (outcome === UNDECIDED && !broker.anonymousAllowed)))
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
-  if (outcome === DENY || (outcome === UNDECIDED && !anonymous && broker.plugins.authenticate.length > 0))
+  const authConfigured = broker.plugins.authenticate.length > 0 || broker.plugins.authMethods.size > 0;
+  if (outcome === DENY || (outcome === UNDECIDED && !anonymous && authConfigured))
     return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'authentication failed');
   // Counted once authenticated, so that nobody can get another client's id banned.
   if (limits.flapping.connected(clientId, Date.now())) {
