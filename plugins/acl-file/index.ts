@@ -63,21 +63,13 @@ export default definePlugin<AclFileOptions>({
     // Each connection's ACL (its %u / %c patterns substituted and compiled), made at its first
     // check and kept while the connection's ClientInfo lives and the rule set is unchanged.
     const cache = new WeakMap<ClientInfo, { rules: AclRules; acl: ClientAcl }>();
-    // The client asked about last: a subscriber of many publishers (fan-in) or a publisher is
-    // asked about again and again, without the map lookup.
-    let lastClient: ClientInfo | undefined;
-    let lastEntry = { rules, acl: new ClientAcl() };
     const aclOf = (client: ClientInfo): ClientAcl => {
-      if (client === lastClient && lastEntry.rules === rules) return lastEntry.acl;
-      let hit = cache.get(client);
-      if (hit === undefined || hit.rules !== rules) {
-        const patterns = compileRules(patternsFor(rules, client.clientId, client.username));
-        hit = { rules, acl: new ClientAcl(ownRules(client.username), patterns) };
-        cache.set(client, hit);
-      }
-      lastClient = client;
-      lastEntry = hit;
-      return hit.acl;
+      const hit = cache.get(client);
+      if (hit !== undefined && hit.rules === rules) return hit.acl;
+      const patterns = compileRules(patternsFor(rules, client.clientId, client.username));
+      const acl = new ClientAcl(ownRules(client.username), patterns);
+      cache.set(client, { rules, acl });
+      return acl;
     };
 
     // Synchronous, and allocation-free once a client's rules are compiled (its first check).
