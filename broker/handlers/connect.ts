@@ -250,6 +250,8 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   } else connack.returnCode = CONNACK_V4.ACCEPTED;
 
   conn.state = 'connected';
+  // What hooks see of the session from now on, also per delivery (no getter on that path).
+  session.lastClient = conn.clientInfo;
   conn.send(connack);
   conn.startKeepalive(keepalive);
   broker.clientConnected(conn, present);
