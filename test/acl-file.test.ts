@@ -185,7 +185,7 @@ describe('acl-file: remembered answers', () => {
       // More than two wildcard / deny rules: answers are remembered per topic (64 at most).
       const rules = 'user dan\ntopic read #\ntopic deny +/odd/#\ntopic deny x/+/y\ntopic deny +/even/no\n';
       const { port, broker, file } = await aclBroker(rules);
-      const dan = await client(port, v, 'dan');
+      const dan = await RawClient.connected(port, v, { clientId: `dan${v}`, username: 'dan' });
       dan.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '#', qos: 0 }] });
       expect(((await dan.nextOf('suback')) as ISubackPacket).granted).toEqual([0]);
       const topics: string[] = [];

@@ -4,9 +4,12 @@
  * delivery, a password that is not a JWT passing to the rest of the chain, and reloading the
  * secret / key files (a bad one keeps the keys in force).
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { exportJWK, exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
 import type { IConnackPacket, IConnectPacket, IPubackPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { pino } from 'pino';
@@ -14,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 import { definePlugin, type PluginApi, type PluginEntry, type Verdict } from '../plugins/api.js';
 import { covers, matches } from '../plugins/jwt/acl.js';
 import jwtPlugin, { type JwtOptions, TOKEN_EXPIRED_REASON } from '../plugins/jwt/index.js';
-import { onCleanup, RawClient, startBroker } from './helpers.js';
+import { onCleanup, QUIET_CLI, RawClient, startBroker } from './helpers.js';
 
 const SECRET = 'correct horse battery staple';
 const now = () => Math.floor(Date.now() / 1000);
@@ -383,5 +386,54 @@ describe('jwt reload (SIGHUP, broker.reload())', () => {
     writeFileSync(publicKeyFile, 'not a key');
     await expect(pem.broker.reload()).rejects.toThrow(/es\.pem/);
     expect(await pemCode(await es(es2.privateKey))).toBe(0);
+  });
+});
+
+describe('jwt reload from the CLI', () => {
+  it('SIGHUP re-reads --jwks-file: the new key is accepted, the old refused; a bad file keeps the keys and logs', async () => {
+    const dir = tmp();
+    const jwksFile = join(dir, 'jwks.json');
+    const k1 = await generateKeyPair('RS256', { extractable: true });
+    const k2 = await generateKeyPair('RS256', { extractable: true });
+    const jwks = async (k: CryptoKey, kid: string) =>
+      JSON.stringify({ keys: [{ ...(await exportJWK(k)), kid, alg: 'RS256' }] });
+    const token = async (k: CryptoKey, kid: string) =>
+      Buffer.from(await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid }).sign(k));
+    writeFileSync(jwksFile, await jwks(k1.publicKey, 'k1'));
+    const cli = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
+    const child = spawn(process.execPath, [cli, ...QUIET_CLI, '--jwks-file', jwksFile], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    onCleanup(() => child.kill('SIGKILL'));
+    const seen: Record<string, unknown>[] = [];
+    const waiters: (() => void)[] = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      seen.push(JSON.parse(line));
+      for (const w of waiters.splice(0)) w();
+    });
+    const log = async (msg: string, transport?: string) => {
+      for (;;) {
+        const l = seen.find((x) => x.msg === msg && (transport === undefined || x.transport === transport));
+        if (l) return l;
+        await new Promise<void>((r) => waiters.push(r));
+      }
+    };
+    const port = (await log('listening', 'tcp')).port as number;
+    const code = async (password: Buffer) => {
+      const { code, client } = await connack(port, 5, { username: 'u', password });
+      client.socket.destroy();
+      return code;
+    };
+    expect(await code(await token(k1.privateKey, 'k1'))).toBe(0);
+    writeFileSync(jwksFile, await jwks(k2.publicKey, 'k2'));
+    child.kill('SIGHUP');
+    await log('jwt keys reloaded');
+    expect(await code(await token(k2.privateKey, 'k2'))).toBe(0);
+    expect(await code(await token(k1.privateKey, 'k1'))).toBe(0x86);
+    writeFileSync(jwksFile, 'not json');
+    child.kill('SIGHUP');
+    const failed = await log('jwt keys not reloaded; keeping the previous ones');
+    expect(JSON.stringify(failed.err)).toContain('jwks.json');
+    expect(await code(await token(k2.privateKey, 'k2'))).toBe(0);
   });
 });
