@@ -13,6 +13,7 @@ import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { RC } from './reason-codes.js';
+import { reauthorizeSubscriptions } from './reauthorize.js';
 import { restoreState } from './restore.js';
 import { RetainedStore } from './retained.js';
 import { Router } from './router.js';
@@ -184,10 +185,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /**
    * Re-reads plugin configuration (each plugin's onReload; the CLI calls this on SIGHUP). New
-   * checks use what was reloaded at once. Rejects, after running every reload, when one failed.
+   * checks use what was reloaded at once, and every session's existing subscriptions are asked
+   * about again: one no longer granted is removed. Rejects, after all that, when a reload failed.
    */
-  reload(): Promise<void> {
-    return this.plugins.reload();
+  async reload(): Promise<void> {
+    let failed: unknown;
+    try {
+      await this.plugins.reload();
+    } catch (err) {
+      failed = err;
+    }
+    await reauthorizeSubscriptions(this, 'reload');
+    if (failed !== undefined) throw failed;
   }
 
   /** Opens persistence and restores state once; listen() calls it. */
@@ -355,7 +364,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.sessions.set(clientId, session);
     }
     if (session.persistent)
-      this.persistence.putSession({ clientId, protocolVersion: version, expiryInterval: expiry });
+      this.persistence.putSession({
+        clientId,
+        protocolVersion: version,
+        expiryInterval: expiry,
+        username: conn.username,
+      });
     session.conn = conn;
     session.resumedBy = present ? conn : null;
     conn.session = session;
@@ -421,6 +435,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       protocolVersion: session.protocolVersion,
       expiryInterval: session.expiryInterval,
       disconnectedAt: Date.now(),
+      username: session.lastClient?.username,
     });
     this.armExpiry(session, session.expiryInterval * 1000);
   }

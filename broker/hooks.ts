@@ -244,7 +244,8 @@ export class PluginHost {
 
   /** authorizeDeliver for a session (callers check the chain's length first). Always synchronous. */
   allowDeliver(session: Session, topic: string): boolean {
-    const client = session.conn?.clientInfo ?? session.lastClient ?? session.offlineInfo();
+    // Set at CONNECT (its connection's info), kept after it (broker/handlers/connect.ts).
+    const client = session.lastClient ?? session.offlineInfo();
     // One hook answering allow or deny (the common case, e.g. an ACL file): decided here, without
     // the general chain's bookkeeping; it runs once per delivery.
     const links = this.authorizeDeliver;

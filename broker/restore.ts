@@ -1,6 +1,7 @@
 import type { WillRecord } from '../persistence/types.js';
 import type { Broker } from './broker.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
+import { reauthorizeSubscriptions } from './reauthorize.js';
 import { Session } from './session.js';
 
 /**
@@ -41,6 +42,14 @@ export async function restoreState(broker: Broker): Promise<void> {
     }
     const session = new Session(broker, rec.clientId, rec.protocolVersion, rec.expiryInterval);
     session.loaded = false;
+    // Who it was, for the hooks asked about it before it connects (delivery, re-authorization).
+    if (rec.username !== undefined)
+      session.lastClient = Object.freeze({
+        clientId: rec.clientId,
+        username: rec.username,
+        protocolVersion: rec.protocolVersion,
+        transport: 'none',
+      });
     // Its byte bound counts what an earlier run stored for it.
     session.storedBytes = p.outgoingBytes(rec.clientId);
     broker.sessions.set(rec.clientId, session);
@@ -65,6 +74,8 @@ export async function restoreState(broker: Broker): Promise<void> {
   }
   await broker.shares.restore();
   await broker.dedup.restore();
+  // The rules may have changed while the broker was down: what is no longer granted goes.
+  await reauthorizeSubscriptions(broker, 'restore');
   // Sessions that ended while the broker was down: a will still waiting is published now, late
   // (5.0 §3.1.2.5 lets a server defer wills to its restart), then their state is deleted.
   for (const clientId of ended) {

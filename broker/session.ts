@@ -29,7 +29,7 @@ export class Session extends SessionQueue {
   shareGroups: ShareGroup[] | undefined;
   /** Set once a group message was handed to this session: it may hold some (see takeGroupRecords). */
   hasGroupRecords = false;
-  /** Its last connection's client info, for authorizeDeliver while it is offline. */
+  /** Its current or last connection's client info (set once connected), for authorizeDeliver. */
   lastClient: ClientInfo | undefined;
 
   // Scratch fields used by the router while it collects one publish's targets.

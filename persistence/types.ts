@@ -41,6 +41,8 @@ export interface SessionRecord {
   expiryInterval: number;
   /** Epoch ms of the last disconnect; absent while connected. */
   disconnectedAt?: number;
+  /** The user name of its last connection: restored subscriptions are re-authorized as that user. */
+  username?: string;
 }
 
 export interface SubscriptionRecord {

@@ -179,6 +179,46 @@ describe('acl-file: users × filters × actions', () => {
   }
 });
 
+describe('acl-file: remembered answers', () => {
+  for (const v of [4, 5] as const) {
+    it(`v${v}: a # subscriber with many rules, over more topics than are remembered and again, receives exactly what it may read; a reload forgets the answers`, async () => {
+      // More than two wildcard / deny rules: answers are remembered per topic (64 at most).
+      const rules = 'user dan\ntopic read #\ntopic deny +/odd/#\ntopic deny x/+/y\ntopic deny +/even/no\n';
+      const { port, broker, file } = await aclBroker(rules);
+      const dan = await RawClient.connected(port, v, { clientId: `dan${v}`, username: 'dan' });
+      dan.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '#', qos: 0 }] });
+      expect(((await dan.nextOf('suback')) as ISubackPacket).granted).toEqual([0]);
+      const topics: string[] = [];
+      for (let i = 0; i < 100; i++)
+        topics.push(`t${i}/${i % 2 === 0 ? 'even' : 'odd'}/${i % 10 === 0 ? 'no' : 'ok'}`);
+      const readable = (t: string) => t.includes('/even/') && !t.endsWith('/no');
+      for (let round = 0; round < 3; round++) {
+        for (const topic of topics) broker.publish({ topic, payload: 'p' });
+        broker.publish({ topic: 'z/end', payload: 'p' });
+        const got: string[] = [];
+        for (;;) {
+          const p = (await dan.nextOf('publish')) as IPublishPacket;
+          if (p.topic === 'z/end') break;
+          got.push(p.topic);
+        }
+        expect(got).toEqual(topics.filter(readable));
+      }
+      // The same topics under new rules: nothing remembered from the old ones is answered.
+      writeFileSync(file, 'user dan\ntopic read #\ntopic read x/+/y\ntopic read z/#\ntopic deny q/+/r\n');
+      await broker.reload();
+      for (const topic of topics) broker.publish({ topic, payload: 'p' });
+      broker.publish({ topic: 'z/end', payload: 'p' });
+      const got: string[] = [];
+      for (;;) {
+        const p = (await dan.nextOf('publish')) as IPublishPacket;
+        if (p.topic === 'z/end') break;
+        got.push(p.topic);
+      }
+      expect(got).toEqual(topics);
+    });
+  }
+});
+
 describe('acl-file: reload', () => {
   for (const v of [4, 5] as const) {
     it(`v${v}: broker.reload() applies new rules to new checks at once; a file that fails to parse keeps the old rules and names the line`, async () => {

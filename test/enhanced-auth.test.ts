@@ -152,7 +152,7 @@ describe('enhanced authentication: SCRAM-SHA-256 (RFC 5802 / RFC 7677, MQTT 5.0 
     expect(await c.next()).toBeNull();
   });
 
-  it('with a method registered, a client using none is refused (0x87) unless allowAnonymous is true', async () => {
+  it('with a method registered, a client using none is refused (0x87) unless allowAnonymous is true, and one with a user name then 0x86 / 0x04', async () => {
     const { port } = await scramBroker();
     const c = await RawClient.open(port, 5);
     c.send(connectPacket(5, { username: 'alice', password: Buffer.from('wonderland') }));
@@ -161,6 +161,14 @@ describe('enhanced authentication: SCRAM-SHA-256 (RFC 5802 / RFC 7677, MQTT 5.0 
     const d = await RawClient.connected(open.port, 5);
     d.send({ cmd: 'pingreq' });
     expect((await d.next())?.cmd).toBe('pingresp');
+    // allowAnonymous lets in clients without a user name, not one claiming a name nobody
+    // verified: 0x86 (3.1.1: 0x04).
+    for (const v of [5, 4] as const) {
+      const e = await RawClient.open(open.port, v);
+      e.send(connectPacket(v, { username: 'alice', password: Buffer.from('wonderland') }));
+      const ack = (await e.next()) as IConnackPacket;
+      expect(v === 5 ? ack?.reasonCode : ack?.returnCode).toBe(v === 5 ? 0x86 : 4);
+    }
   });
 
   it('AUTH from a client that did not use enhanced authentication: DISCONNECT 0x82 [MQTT-4.12.0-7]', async () => {

@@ -105,6 +105,21 @@ describe('http-auth authentication', () => {
     expect(requests[3].protocol).toBe('3.1.1');
   });
 
+  it('alone: ignore for a user name ends the chain refused (0x86 / 0x04); anonymous clients follow allowAnonymous', async () => {
+    const { url } = await service();
+    const alone = await startBroker({ plugins: [[httpAuthPlugin, { url }]] });
+    expect((await connack(alone.port, 5, { username: 'skip' })).code).toBe(0x86);
+    expect((await connack(alone.port, 4, { username: 'skip' })).code).toBe(4);
+    expect((await connack(alone.port, 5, { username: 'good' })).code).toBe(0);
+    // The service ignores an anonymous client too: anonymous access is off with authentication.
+    expect((await connack(alone.port, 5, { password: undefined })).code).toBe(0x87);
+    expect((await connack(alone.port, 4, { password: undefined })).code).toBe(5);
+    const open = await startBroker({ plugins: [[httpAuthPlugin, { url }]], allowAnonymous: true });
+    expect((await connack(open.port, 5, { password: undefined })).code).toBe(0);
+    expect((await connack(open.port, 4, { password: undefined })).code).toBe(0);
+    expect((await connack(open.port, 5, { username: 'skip' })).code).toBe(0x86);
+  });
+
   it('gives a timeout and a 5xx the default: deny, or ignore', async () => {
     const { url } = await service();
     const denying = await brokerWith({ url, timeout: 200 });

@@ -1,18 +1,23 @@
 /**
  * The jwt plugin over real connections: HS256 / ES256 (PEM) / RS256 (JWKS) tokens as the MQTT
  * password, exp / nbf at CONNECT and while connected, the acl claim for publish, subscribe and
- * delivery, and a password that is not a JWT passing to the rest of the chain.
+ * delivery, a password that is not a JWT passing to the rest of the chain, and reloading the
+ * secret / key files (a bad one keeps the keys in force).
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { exportJWK, exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
 import type { IConnackPacket, IConnectPacket, IPubackPacket, ISubackPacket, Packet } from 'mqtt-packet';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { definePlugin, type PluginApi, type PluginEntry, type Verdict } from '../plugins/api.js';
 import { covers, matches } from '../plugins/jwt/acl.js';
 import jwtPlugin, { type JwtOptions, TOKEN_EXPIRED_REASON } from '../plugins/jwt/index.js';
-import { onCleanup, RawClient, startBroker } from './helpers.js';
+import { onCleanup, QUIET_CLI, RawClient, startBroker } from './helpers.js';
 
 const SECRET = 'correct horse battery staple';
 const now = () => Math.floor(Date.now() / 1000);
@@ -139,6 +144,20 @@ describe('jwt authentication', () => {
     expect(allowed.reached).toEqual(['hunter2', 'a.b.c']);
     const denied = await brokerWith({ secret: SECRET }, 'deny');
     expect((await connack(denied.port, 4, { username: 'u', password: Buffer.from('hunter2') })).code).toBe(4);
+  });
+
+  it('alone, a user name whose password is not a JWT (or is missing) is refused: no authenticator knows it', async () => {
+    const { broker, port } = await startBroker({ plugins: [[jwtPlugin, { secret: SECRET }]] });
+    for (const password of [Buffer.from('hunter2'), undefined]) {
+      expect((await connack(port, 5, { username: 'u', password })).code).toBe(0x86);
+      expect((await connack(port, 4, { username: 'u', password })).code).toBe(4);
+    }
+    // Anonymous clients follow allowAnonymous, off once authentication is configured: 0x87 / 0x05.
+    expect((await connack(port, 5, { password: undefined })).code).toBe(0x87);
+    expect((await connack(port, 4, { password: undefined })).code).toBe(5);
+    const token = Buffer.from(await hs256({ sub: 'u' }, SECRET));
+    expect((await connack(port, 5, { username: 'u', password: token })).code).toBe(0);
+    expect(broker.stats.connections).toBeGreaterThan(0);
   });
 
   it('refuses a malformed acl claim', async () => {
@@ -293,5 +312,128 @@ describe('api.disconnect', () => {
     expect(api?.disconnect('victim', 0x98)).toBe(true);
     const d = await client.next();
     expect(d && 'reasonCode' in d ? d.reasonCode : null).toBe(0x98);
+  });
+});
+
+describe('jwt reload (SIGHUP, broker.reload())', () => {
+  it('re-reads the secret file, the PEM key and the JWKS file; a bad file keeps the keys in force and is logged, on 5.0 and 3.1.1', async () => {
+    const dir = tmp();
+    const secretFile = join(dir, 'secret');
+    const publicKeyFile = join(dir, 'es.pem');
+    const jwksFile = join(dir, 'jwks.json');
+    const es1 = await generateKeyPair('ES256', { extractable: true });
+    const es2 = await generateKeyPair('ES256', { extractable: true });
+    const rs1 = await generateKeyPair('RS256', { extractable: true });
+    const rs2 = await generateKeyPair('RS256', { extractable: true });
+    const jwks = async (k: CryptoKey, kid: string) =>
+      JSON.stringify({ keys: [{ ...(await exportJWK(k)), kid, alg: 'RS256' }] });
+    writeFileSync(secretFile, 'first secret\n');
+    writeFileSync(publicKeyFile, await exportSPKI(es1.publicKey));
+    writeFileSync(jwksFile, await jwks(rs1.publicKey, 'k1'));
+    const errorsLogged: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'error' }, { write: (s: string) => errorsLogged.push(JSON.parse(s)) });
+    const { broker, port } = await startBroker({
+      plugins: [[jwtPlugin, { secretFile, jwksFile }]],
+      logger,
+    });
+    const es = async (k: CryptoKey) =>
+      Buffer.from(await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'ES256' }).sign(k));
+    const rs = async (k: CryptoKey, kid: string) =>
+      Buffer.from(await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid }).sign(k));
+    const hsFirst = Buffer.from(await hs256({ sub: 'u' }, 'first secret'));
+    const hsSecond = Buffer.from(await hs256({ sub: 'u' }, 'second secret'));
+    const codes = async (password: Buffer) => [
+      (await connack(port, 5, { username: 'u', password })).code,
+      (await connack(port, 4, { username: 'u', password })).code,
+    ];
+    const OK = [0, 0];
+    const REFUSED = [0x86, 4];
+    expect(await codes(hsFirst)).toEqual(OK);
+    expect(await codes(hsSecond)).toEqual(REFUSED);
+    expect(await codes(await rs(rs1.privateKey, 'k1'))).toEqual(OK);
+
+    // Rotated: the new secret and JWKS key apply to the next CONNECT, the old ones no longer.
+    writeFileSync(secretFile, 'second secret\n');
+    writeFileSync(jwksFile, await jwks(rs2.publicKey, 'k2'));
+    await broker.reload();
+    expect(await codes(hsSecond)).toEqual(OK);
+    expect(await codes(hsFirst)).toEqual(REFUSED);
+    expect(await codes(await rs(rs2.privateKey, 'k2'))).toEqual(OK);
+    expect(await codes(await rs(rs1.privateKey, 'k1'))).toEqual(REFUSED);
+
+    // A JWKS file that is not one: the reload fails, naming it, and nothing changes (the secret
+    // file was rewritten too, and is not taken either: the keys are swapped all at once).
+    writeFileSync(secretFile, 'third secret\n');
+    writeFileSync(jwksFile, '{"nope": 1}');
+    await expect(broker.reload()).rejects.toThrow(/jwks\.json: not a JWKS/);
+    expect(errorsLogged.map((l) => l.msg)).toContain('jwt keys not reloaded; keeping the previous ones');
+    expect(await codes(hsSecond)).toEqual(OK);
+    expect(await codes(await rs(rs2.privateKey, 'k2'))).toEqual(OK);
+    // A file gone missing: the same.
+    rmSync(jwksFile);
+    await expect(broker.reload()).rejects.toThrow(/jwks\.json/);
+    expect(await codes(hsSecond)).toEqual(OK);
+
+    // A PEM key file reloads the same way (a second broker: with a JWKS it would not be used).
+    const pem = await startBroker({ plugins: [[jwtPlugin, { publicKeyFile }]], logger });
+    const pemCode = async (password: Buffer) =>
+      (await connack(pem.port, 5, { username: 'u', password })).code;
+    expect(await pemCode(await es(es1.privateKey))).toBe(0);
+    writeFileSync(publicKeyFile, await exportSPKI(es2.publicKey));
+    await pem.broker.reload();
+    expect(await pemCode(await es(es2.privateKey))).toBe(0);
+    expect(await pemCode(await es(es1.privateKey))).toBe(0x86);
+    writeFileSync(publicKeyFile, 'not a key');
+    await expect(pem.broker.reload()).rejects.toThrow(/es\.pem/);
+    expect(await pemCode(await es(es2.privateKey))).toBe(0);
+  });
+});
+
+describe('jwt reload from the CLI', () => {
+  it('SIGHUP re-reads --jwks-file: the new key is accepted, the old refused; a bad file keeps the keys and logs', async () => {
+    const dir = tmp();
+    const jwksFile = join(dir, 'jwks.json');
+    const k1 = await generateKeyPair('RS256', { extractable: true });
+    const k2 = await generateKeyPair('RS256', { extractable: true });
+    const jwks = async (k: CryptoKey, kid: string) =>
+      JSON.stringify({ keys: [{ ...(await exportJWK(k)), kid, alg: 'RS256' }] });
+    const token = async (k: CryptoKey, kid: string) =>
+      Buffer.from(await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid }).sign(k));
+    writeFileSync(jwksFile, await jwks(k1.publicKey, 'k1'));
+    const cli = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
+    const child = spawn(process.execPath, [cli, ...QUIET_CLI, '--jwks-file', jwksFile], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    onCleanup(() => child.kill('SIGKILL'));
+    const seen: Record<string, unknown>[] = [];
+    const waiters: (() => void)[] = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      seen.push(JSON.parse(line));
+      for (const w of waiters.splice(0)) w();
+    });
+    const log = async (msg: string, transport?: string) => {
+      for (;;) {
+        const l = seen.find((x) => x.msg === msg && (transport === undefined || x.transport === transport));
+        if (l) return l;
+        await new Promise<void>((r) => waiters.push(r));
+      }
+    };
+    const port = (await log('listening', 'tcp')).port as number;
+    const code = async (password: Buffer) => {
+      const { code, client } = await connack(port, 5, { username: 'u', password });
+      client.socket.destroy();
+      return code;
+    };
+    expect(await code(await token(k1.privateKey, 'k1'))).toBe(0);
+    writeFileSync(jwksFile, await jwks(k2.publicKey, 'k2'));
+    child.kill('SIGHUP');
+    await log('jwt keys reloaded');
+    expect(await code(await token(k2.privateKey, 'k2'))).toBe(0);
+    expect(await code(await token(k1.privateKey, 'k1'))).toBe(0x86);
+    writeFileSync(jwksFile, 'not json');
+    child.kill('SIGHUP');
+    const failed = await log('jwt keys not reloaded; keeping the previous ones');
+    expect(JSON.stringify(failed.err)).toContain('jwks.json');
+    expect(await code(await token(k2.privateKey, 'k2'))).toBe(0);
   });
 });

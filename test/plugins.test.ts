@@ -91,13 +91,17 @@ describe('hook chains: allow / deny / pass in registration order', () => {
     const async = i % 2 === 1;
     const label = `${first} then ${second} → ${result}${async ? ' (first async)' : ''}`;
 
-    it(`authenticate: ${label}; denied → CONNACK 0x86 / 0x04`, async () => {
+    // For authenticate the end of the chain refuses a client with a user name: with an
+    // authenticator configured, one no hook knows is not let in (as Mosquitto's password_file).
+    const authResult = first === 'pass' && second === 'pass' ? 'deny' : result;
+    it(`authenticate: ${first} then ${second} → ${authResult}${async ? ' (first async)' : ''}; denied → CONNACK 0x86 / 0x04`, async () => {
       const { port } = await startBroker({ plugins: twoPlugins('authenticate', first, second, async) });
       for (const v of [4, 5] as const) {
         const c = await RawClient.open(port, v);
         c.send(connectPacket(v, { clientId: `x-${v}`, username: 'u' }));
         const ack = await c.next();
-        if (result === 'allow') expect(ack).toMatchObject(v === 5 ? { reasonCode: 0 } : { returnCode: 0 });
+        if (authResult === 'allow')
+          expect(ack).toMatchObject(v === 5 ? { reasonCode: 0 } : { returnCode: 0 });
         else
           expect(ack).toMatchObject(
             v === 5 ? { reasonCode: RC.BAD_USERNAME_OR_PASSWORD } : { returnCode: 4 },

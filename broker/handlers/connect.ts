@@ -156,16 +156,20 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
       return refuse(CONNACK_V4.SERVER_UNAVAILABLE, RC.UNSPECIFIED_ERROR, 'authenticate hook failed');
     }
   }
-  // No plugin decided: a client with a user name is let in (the chain's default), one without is
-  // let in only with allowAnonymous (on by default only while no authentication is configured).
-  // Refusing a client that gave no user name refuses anonymous access: 0x87 / 0x05.
+  // No plugin decided: a client without a user name is let in only with allowAnonymous (on by
+  // default only while no authentication is configured); refused, that is anonymous access
+  // refused: 0x87 / 0x05. One with a user name is let in only while no authenticate hook and no
+  // authentication method is registered: configured authentication that vouches for no one of
+  // that name (a user missing from the password file, as Mosquitto does) refuses it as bad
+  // credentials: 0x86 / 0x04.
   // With an enhanced-authentication method registered, a client that uses none gets in only when
   // a hook allows it (or allowAnonymous is set true): registering one configures authentication.
   if (outcome === UNDECIDED && broker.plugins.authMethods.size > 0 && opts.allowAnonymous !== true)
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'enhanced authentication required');
   if (anonymous && (outcome === DENY || (outcome === UNDECIDED && !broker.anonymousAllowed)))
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
-  if (outcome === DENY)
+  const authConfigured = broker.plugins.authenticate.length > 0 || broker.plugins.authMethods.size > 0;
+  if (outcome === DENY || (outcome === UNDECIDED && !anonymous && authConfigured))
     return refuse(CONNACK_V4.BAD_USERNAME_OR_PASSWORD, RC.BAD_USERNAME_OR_PASSWORD, 'authentication failed');
   // Counted once authenticated, so that nobody can get another client's id banned.
   if (limits.flapping.connected(clientId, Date.now())) {
@@ -246,6 +250,8 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   } else connack.returnCode = CONNACK_V4.ACCEPTED;
 
   conn.state = 'connected';
+  // What hooks see of the session from now on, also per delivery (no getter on that path).
+  session.lastClient = conn.clientInfo;
   conn.send(connack);
   conn.startKeepalive(keepalive);
   broker.clientConnected(conn, present);

@@ -14,9 +14,7 @@ import {
   compileRules,
   parseAcl,
   patternsFor,
-  READ,
   userRules,
-  WRITE,
 } from './rules.js';
 
 export interface AclFileOptions {
@@ -74,11 +72,12 @@ export default definePlugin<AclFileOptions>({
       return acl;
     };
 
+    // Synchronous, and allocation-free once a client's rules are compiled (its first check).
     api.addHooks({
-      authorizePublish: (client, topic) => (aclOf(client).topic(WRITE, topic) ? 'allow' : 'deny'),
+      authorizePublish: (client, topic) => (aclOf(client).write.allows(topic) ? 'allow' : 'deny'),
       authorizeSubscribe: (client, filter) =>
         aclOf(client).subscription(unshared(filter)) ? 'allow' : 'deny',
-      authorizeDeliver: (client, topic) => (aclOf(client).topic(READ, topic) ? 'allow' : 'deny'),
+      authorizeDeliver: (client, topic) => (aclOf(client).read.allows(topic) ? 'allow' : 'deny'),
     });
 
     api.onReload(async () => {

@@ -44,6 +44,7 @@ export function parseAcl(text: string): { rules: AclRules; errors: AclParseError
   const rules: AclRules = { anonymous: [], users: new Map(), patterns: [], size: 0 };
   const errors: AclParseError[] = [];
   let section = rules.anonymous;
+  const patternSeen = new Set<string>();
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n].trim();
@@ -83,8 +84,15 @@ export function parseAcl(text: string): { rules: AclRules; errors: AclParseError
       err(`"${filter}" is not a valid topic filter`);
       continue;
     }
-    (keyword === 'pattern' ? rules.patterns : section).push({ access, filter });
     rules.size++;
+    if (keyword === 'pattern') {
+      // Patterns apply to every client wherever they stand: one repeated in each user section
+      // (as files often do) is substituted and compiled once per client, not once per section.
+      const key = `${access} ${filter}`;
+      if (patternSeen.has(key)) continue;
+      patternSeen.add(key);
+      rules.patterns.push({ access, filter });
+    } else section.push({ access, filter });
   }
   return { rules, errors };
 }
@@ -98,6 +106,11 @@ function validFilter(filter: string): boolean {
   }
   return true;
 }
+
+/** Topic answers a ClientAcl keeps per action (bounded per client: a few KiB at most). */
+const MEMO_TOPICS = 64;
+/** Fewer wildcard and deny rules than this are matched directly: as cheap as a memo lookup. */
+const MEMO_ABOVE_RULES = 2;
 
 /** One rule's filter split into levels once. */
 interface Compiled {
@@ -124,14 +137,63 @@ export function compileRules(rules: readonly RuleText[]): CompiledRule[] {
 }
 
 /**
+ * The rules of one action (read or write) for one client: literal topics in a set, wildcard and
+ * deny rules in lists. The last answer is kept, and recent ones per topic where a check scans
+ * more rules than a lookup costs: a client mostly publishes to, and receives, the same topics
+ * again and again. Its rules never change (a reload makes a new ClientAcl), so nothing kept here
+ * outlives the rules it was answered by.
+ */
+export class ActionAcl {
+  readonly exact = new Set<string>();
+  readonly wild: Compiled[] = [];
+  readonly denied: Compiled[] = [];
+  private lastTopic: string | undefined;
+  private lastAnswer = false;
+  private memo: Map<string, boolean> | undefined;
+
+  /** Called once the lists are filled. */
+  seal(): void {
+    if (this.wild.length + this.denied.length > MEMO_ABOVE_RULES) this.memo = new Map();
+  }
+
+  /** May the client do this action on this topic name? Synchronous, allocation-free on a hit. */
+  allows(topic: string): boolean {
+    if (this.lastTopic === topic) return this.lastAnswer;
+    let answer: boolean | undefined;
+    const memo = this.memo;
+    if (memo === undefined) answer = this.check(topic);
+    else {
+      // A subscriber of many publishers' topics (fan-in) alternates between them: each answer is
+      // kept, up to MEMO_TOPICS (then forgotten all at once, so the bound is cheap to keep).
+      answer = memo.get(topic);
+      if (answer === undefined) {
+        answer = this.check(topic);
+        if (memo.size >= MEMO_TOPICS) memo.clear();
+        memo.set(topic, answer);
+      }
+    }
+    this.lastTopic = topic;
+    this.lastAnswer = answer;
+    return answer;
+  }
+
+  private check(topic: string): boolean {
+    const denied = this.denied;
+    for (let k = 0; k < denied.length; k++) if (matches(denied[k], topic)) return false;
+    if (this.exact.has(topic)) return true;
+    const wild = this.wild;
+    for (let k = 0; k < wild.length; k++) if (matches(wild[k], topic)) return true;
+    return false;
+  }
+}
+
+/**
  * What one client may do: its user's rules (compiled once per user and rule set) and its
- * substituted patterns (compiled once per connection), sorted by action into a set of literal
- * topics, wildcard rules and deny rules.
+ * substituted patterns (compiled once per connection), sorted by action.
  */
 export class ClientAcl {
-  private readonly exact: [Set<string>, Set<string>] = [new Set(), new Set()];
-  private readonly wild: [Compiled[], Compiled[]] = [[], []];
-  private readonly denied: [Compiled[], Compiled[]] = [[], []];
+  readonly read = new ActionAcl();
+  readonly write = new ActionAcl();
 
   constructor(...lists: readonly (readonly CompiledRule[])[]) {
     // The same rule twice (a pattern repeated per user section, as files often do) is kept once:
@@ -142,41 +204,25 @@ export class ClientAcl {
         const key = `${r.access} ${r.filter}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        for (let i = 0; i < 2; i++) {
-          if (r.access & DENY) this.denied[i].push(r.compiled);
-          else if (r.access & (i === 0 ? READ : WRITE)) {
-            if (r.wildcard) this.wild[i].push(r.compiled);
-            else this.exact[i].add(r.filter);
+        for (const [acl, bit] of [
+          [this.read, READ],
+          [this.write, WRITE],
+        ] as const) {
+          if (r.access & DENY) acl.denied.push(r.compiled);
+          else if (r.access & bit) {
+            if (r.wildcard) acl.wild.push(r.compiled);
+            else acl.exact.add(r.filter);
           }
         }
       }
     }
+    this.read.seal();
+    this.write.seal();
   }
 
-  /**
-   * May the client publish to (WRITE) or receive from (READ) this topic name? The last answer per
-   * action is kept: a client mostly publishes to, and receives, the same topics one after another
-   * (this object's rules never change; a reload makes a new one).
-   */
+  /** May the client publish to (WRITE) or receive from (READ) this topic name? */
   topic(action: typeof READ | typeof WRITE, topic: string): boolean {
-    const i = action === READ ? 0 : 1;
-    if (this.lastTopic[i] === topic) return this.lastAnswer[i];
-    const answer = this.check(i, topic);
-    this.lastTopic[i] = topic;
-    this.lastAnswer[i] = answer;
-    return answer;
-  }
-
-  private readonly lastTopic: [string | undefined, string | undefined] = [undefined, undefined];
-  private readonly lastAnswer: [boolean, boolean] = [false, false];
-
-  private check(i: 0 | 1, topic: string): boolean {
-    const denied = this.denied[i];
-    for (let k = 0; k < denied.length; k++) if (matches(denied[k], topic)) return false;
-    if (this.exact[i].has(topic)) return true;
-    const wild = this.wild[i];
-    for (let k = 0; k < wild.length; k++) if (matches(wild[k], topic)) return true;
-    return false;
+    return (action === READ ? this.read : this.write).allows(topic);
   }
 
   /**
@@ -187,9 +233,10 @@ export class ClientAcl {
    */
   subscription(filter: string): boolean {
     const levels = filter.split('/');
-    for (const d of this.denied[0]) if (covers(d, levels)) return false;
-    if (this.exact[0].has(filter)) return true;
-    for (const w of this.wild[0]) if (covers(w, levels)) return true;
+    const read = this.read;
+    for (const d of read.denied) if (covers(d, levels)) return false;
+    if (read.exact.has(filter)) return true;
+    for (const w of read.wild) if (covers(w, levels)) return true;
     return false;
   }
 }

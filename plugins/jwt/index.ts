@@ -1,5 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import {
   createLocalJWKSet,
   errors,
@@ -21,6 +21,8 @@ import { covers, matches, readAcl, type TokenAcl, unshared } from './acl.js';
 export interface JwtOptions {
   /** HMAC secret (HS256/HS384/HS512). */
   secret?: string;
+  /** Path of a file holding the HMAC secret (one line; a final newline is not part of it), re-read on reload. */
+  secretFile?: string;
   /** Path of a PEM public key (RSA or EC, SPKI or PKCS#1) for RS*, PS* and ES* tokens. */
   publicKeyFile?: string;
   /** Path of a JWKS file (`{"keys": [...]}`), keys chosen by `kid` / `alg`. */
@@ -67,15 +69,38 @@ function attemptKey(c: ClientInfo): string {
   return `${c.clientId}\0${c.transport}\0${c.remoteAddress ?? ''}\0${c.remotePort ?? ''}`;
 }
 
-function keyResolver(o: JwtOptions): JWTVerifyGetKey {
-  const secret = o.secret ? new TextEncoder().encode(o.secret) : undefined;
+/** Reads the key files (at setup, and again at each reload); a missing or bad one throws, naming it. */
+export async function loadKeys(o: JwtOptions): Promise<JWTVerifyGetKey> {
+  let secret = o.secret ? new TextEncoder().encode(o.secret) : undefined;
+  if (o.secretFile) {
+    let text: string;
+    try {
+      text = (await readFile(o.secretFile, 'utf8')).replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new Error(`${o.secretFile}: ${(err as Error).message}`, { cause: err });
+    }
+    if (text === '') throw new Error(`${o.secretFile}: the secret is empty`);
+    // Both given: the file's secret, the one that can be rotated.
+    secret = new TextEncoder().encode(text);
+  }
   let publicKey: KeyObject | undefined;
-  if (o.publicKeyFile) publicKey = createPublicKey(readFileSync(o.publicKeyFile));
+  if (o.publicKeyFile) {
+    try {
+      publicKey = createPublicKey(await readFile(o.publicKeyFile));
+    } catch (err) {
+      throw new Error(`${o.publicKeyFile}: ${(err as Error).message}`, { cause: err });
+    }
+  }
   let jwks: JWTVerifyGetKey | undefined;
   if (o.jwksFile) {
-    const set = JSON.parse(readFileSync(o.jwksFile, 'utf8')) as JSONWebKeySet;
-    if (!Array.isArray(set?.keys)) throw new Error(`${o.jwksFile}: not a JWKS (no "keys" array)`);
-    jwks = createLocalJWKSet(set);
+    let set: JSONWebKeySet;
+    try {
+      set = JSON.parse(await readFile(o.jwksFile, 'utf8')) as JSONWebKeySet;
+      if (!Array.isArray(set?.keys)) throw new Error('not a JWKS (no "keys" array)');
+      jwks = createLocalJWKSet(set);
+    } catch (err) {
+      throw new Error(`${o.jwksFile}: ${(err as Error).message}`, { cause: err });
+    }
   }
   if (!secret && !publicKey && !jwks) throw new Error('jwt: give a secret, a public key file or a JWKS file');
   // The key follows the header's algorithm, so an HMAC secret is never used for an RS/ES token
@@ -91,8 +116,11 @@ function keyResolver(o: JwtOptions): JWTVerifyGetKey {
   };
 }
 
-export function jwtHooks(api: PluginApi, o: JwtOptions) {
-  const getKey = keyResolver(o);
+/** The plugin's hooks over the keys `getKey` first holds; `setKeys` swaps them (reload). */
+export function jwtHooks(api: PluginApi, o: JwtOptions, keys: JWTVerifyGetKey) {
+  let getKey = keys;
+  // jose calls this per token, so a reload applies to the next CONNECT at once.
+  const currentKey: JWTVerifyGetKey = (header, token) => getKey(header, token);
   const usernameClaim = o.usernameClaim ?? 'sub';
   const aclClaim = o.aclClaim ?? 'acl';
   const algorithms = [...HMAC, ...ASYMMETRIC];
@@ -137,7 +165,7 @@ export function jwtHooks(api: PluginApi, o: JwtOptions) {
       if (token === undefined || !looksLikeJwt(token)) return 'pass' as Verdict;
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, getKey, {
+        ({ payload } = await jwtVerify(token, currentKey, {
           algorithms,
           clockTolerance: o.clockTolerance ?? 0,
         }));
@@ -208,6 +236,10 @@ export function jwtHooks(api: PluginApi, o: JwtOptions) {
       return 'deny';
     },
 
+    setKeys(next: JWTVerifyGetKey) {
+      getKey = next;
+    },
+
     close() {
       for (const g of grants.values()) if (g.timer) clearTimeout(g.timer);
       grants.clear();
@@ -218,9 +250,24 @@ export function jwtHooks(api: PluginApi, o: JwtOptions) {
 
 export default definePlugin<JwtOptions>({
   name: 'jwt',
-  setup(api, options) {
-    const { close, ...hooks } = jwtHooks(api, options ?? {});
+  async setup(api, options) {
+    const o = options ?? {};
+    const { close, setKeys, ...hooks } = jwtHooks(api, o, await loadKeys(o));
     api.addHooks(hooks);
     api.onClose(close);
+    // SIGHUP: the key files are read again; one that fails keeps the keys in force (tokens
+    // already accepted stay valid either way: they were checked at CONNECT).
+    api.onReload(async () => {
+      try {
+        setKeys(await loadKeys(o));
+      } catch (err) {
+        api.log.error({ err }, 'jwt keys not reloaded; keeping the previous ones');
+        throw err;
+      }
+      api.log.info(
+        { secretFile: o.secretFile, publicKeyFile: o.publicKeyFile, jwksFile: o.jwksFile },
+        'jwt keys reloaded',
+      );
+    });
   },
 });
