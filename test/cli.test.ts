@@ -17,7 +17,7 @@ import { connect, connectPacket, nextMessages, onCleanup, once, QUIET_CLI, RawCl
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
-const SOURCE = fileURLToPath(new URL('../broker/cli.ts', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../broker/cli/flags.ts', import.meta.url));
 
 interface LogLine {
   level: number;

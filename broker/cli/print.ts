@@ -1,0 +1,23 @@
+import { Document, isMap, isScalar, type Pair } from 'yaml';
+import { describeSource, type Effective } from './resolve.js';
+import type { ConfigKey } from './schema.js';
+
+/**
+ * The effective configuration as YAML, each key with a comment saying where its value came from;
+ * the output is itself a configuration file that starts the same broker.
+ */
+export function printConfig(eff: Effective): string {
+  const doc = new Document(eff.values);
+  doc.commentBefore =
+    ' Heron effective configuration: each value says where it came from (default < file < env < flag).';
+  if (isMap(doc.contents)) {
+    for (const item of doc.contents.items as Pair[]) {
+      if (!isScalar(item.key)) continue;
+      const source = describeSource(eff.sources[String(item.key.value) as ConfigKey]);
+      // A scalar takes the comment on its own line; a list or mapping gets it above its key.
+      if (isScalar(item.value)) item.value.comment = ` ${source}`;
+      else (item.key as { commentBefore?: string }).commentBefore = ` ${source}:`;
+    }
+  }
+  return doc.toString({ lineWidth: 0 });
+}
