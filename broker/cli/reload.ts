@@ -15,6 +15,13 @@ export interface ReloadPlan {
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
+/** Keys naming a built-in plugin's file: another file (not none) is given to the plugin's onReload. */
+const FILE_PLUGINS: Partial<Record<ConfigKey, string>> = {
+  passwordFile: 'password-file',
+  scramFile: 'scram',
+  aclFile: 'acl-file',
+};
+
 /**
  * Compares the running configuration with the one just read. The RELOADABLE broker options and the
  * options of `plugins:` entries (same modules, same order; given to their onReload) apply at once;
@@ -30,6 +37,11 @@ export function planReload(running: Config, next: Config, pluginNames: readonly 
     if (same(running[k], next[k])) continue;
     if ((RELOADABLE as readonly string[]).includes(k)) {
       options[k as ReloadableOption] = next[k];
+      after[k] = next[k];
+      changed.push(k);
+    } else if (FILE_PLUGINS[k] !== undefined && running[k] !== '' && next[k] !== '') {
+      // Switched to another file: the plugin reads it (adding or removing one needs a restart).
+      pluginOptions.set(FILE_PLUGINS[k], { file: next[k] });
       after[k] = next[k];
       changed.push(k);
     } else if (
