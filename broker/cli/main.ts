@@ -53,6 +53,7 @@ export async function main(args: string[]): Promise<void> {
   } catch (err) {
     fail(err);
   }
+  for (const w of eff.warnings) process.stderr.write(`heron: ${w}\n`);
   if (flags['print-config']) {
     process.stdout.write(printConfig(eff));
     return;

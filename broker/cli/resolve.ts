@@ -16,6 +16,8 @@ export interface Effective {
   sources: Record<ConfigKey, Source>;
   /** The configuration file, when there is one (SIGHUP reads it again). */
   file: string | undefined;
+  /** Said on stderr at start: HERON_* variables that are no key. */
+  warnings: string[];
 }
 
 /** The flag of each key (the meta flags have none). */
@@ -156,13 +158,15 @@ export function resolveConfig(flags: GivenFlags, env: NodeJS.ProcessEnv, file?: 
     }
   }
   const problems: string[] = [];
+  const warnings: string[] = [];
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith('HERON_') || name === CONFIG_ENV || raw === undefined) continue;
     const key = ENV_OF.get(name);
     if (key === undefined) {
+      // A warning, not an error: HERON_* may be meant for something else (a plugin, a script).
       const guess = closest(name, [...ENV_OF.keys(), CONFIG_ENV]);
-      problems.push(
-        `environment variable ${name} is no configuration key${guess ? ` (did you mean ${guess}?)` : ''}`,
+      warnings.push(
+        `warning: environment variable ${name} is no configuration key, ignored${guess ? ` (did you mean ${guess}?)` : ''}`,
       );
       continue;
     }
@@ -184,7 +188,7 @@ export function resolveConfig(flags: GivenFlags, env: NodeJS.ProcessEnv, file?: 
         : textValue(key, typeof given === 'string' ? [given] : given, `--${name}`, 2);
     sources[key] = { kind: 'flag', name: `--${name}` };
   }
-  const eff: Effective = { values: values as Config, sources, file };
+  const eff: Effective = { values: values as Config, sources, file, warnings };
   settle(eff);
   return eff;
 }
