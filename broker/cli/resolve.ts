@@ -119,8 +119,8 @@ function textValue(key: ConfigKey, items: string[], name: string, exitCode: 1 | 
   if (!r.success) {
     const issue = r.error.issues[0];
     const raw = items.length === 1 ? items[0] : items.join(' ');
-    const sub = issue.path.length > 0 ? ` (${keyPath(issue.path)})` : '';
-    throw new ConfigError([`${name} must be ${issue.message}${sub}, got "${raw}"`], exitCode);
+    const sub = issue.path.length > 0 ? `: ${keyPath(issue.path)}` : '';
+    throw new ConfigError([`${name}${sub} must be ${issue.message}, got "${raw}"`], exitCode);
   }
   return r.data;
 }
