@@ -13,5 +13,8 @@ else if (command === 'scram-passwd')
   scramPasswdMain(rest).then((code) => {
     process.exitCode = code;
   });
-else if (command === 'check-config') process.exitCode = checkConfigMain(rest);
+else if (command === 'check-config')
+  checkConfigMain(rest).then((code) => {
+    process.exitCode = code;
+  });
 else void main(process.argv.slice(2));

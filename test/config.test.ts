@@ -30,7 +30,8 @@ const BASE = 'host: 127.0.0.1\npersistence: memory\n';
 /** A start without flags (the file says everything): only its own listeners. */
 const listeningOn = (l: LogLine) => l.msg === 'listening';
 
-describe('heron --config', () => {
+// Each test runs the CLI several times: a loaded machine (two cores, many suites) needs the room.
+describe('heron --config', { timeout: 45000 }, () => {
   it('precedence is default < file < env < flag, in --print-config and in behaviour', async () => {
     const path = file(`${BASE}port: 0\nwsPort: 0\nmaxQueued: 7\nmaxClientIdLength: 5\nmaxKeepalive: 10\n`);
     const env = { HERON_MAX_CLIENT_ID_LENGTH: '8', HERON_MAX_KEEPALIVE: '20' };
@@ -111,7 +112,9 @@ describe('heron --config', () => {
     const valid = await output(['check-config', join(ROOT, 'heron.example.yaml')]);
     expect(valid).toMatchObject({ code: 0, stderr: '' });
     expect(valid.stdout).toContain('configuration is valid');
+  });
 
+  it('YAML syntax, a missing file, a bad variable (exit 1) and a bad flag (exit 2) are told in one line each', async () => {
     // YAML that does not parse: its line too.
     const broken = await output(['check-config', file('port: 1883\nlisteners: [\n  {type: tcp\n')]);
     expect(broken.code).toBe(1);

@@ -3,7 +3,6 @@ import { createLogger } from '../logger.js';
 import { brokerOptions, loadPlugins, openPersistence } from './build.js';
 import { ConfigError } from './errors.js';
 import { type GivenFlags, parseFlags, usage } from './flags.js';
-import { printConfig } from './print.js';
 import { planReload } from './reload.js';
 import { CONFIG_ENV, type Effective, resolveConfig } from './resolve.js';
 
@@ -18,13 +17,13 @@ function fail(err: unknown): never {
 }
 
 /** `heron check-config FILE`: validates the file alone (no environment, no flags); exit 0 or 1. */
-export function checkConfigMain(args: string[]): number {
+export async function checkConfigMain(args: string[]): Promise<number> {
   if (args.length !== 1 || args[0].startsWith('-')) {
     process.stderr.write('Usage: heron check-config FILE\n');
     return 2;
   }
   try {
-    resolveConfig({}, {}, args[0]);
+    await resolveConfig({}, {}, args[0]);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const p of err.problems) process.stderr.write(`heron: ${p}\n`);
@@ -49,12 +48,13 @@ export async function main(args: string[]): Promise<void> {
   const file = (flags.config as string | undefined) || process.env[CONFIG_ENV] || undefined;
   let eff: Effective;
   try {
-    eff = resolveConfig(flags, process.env, file);
+    eff = await resolveConfig(flags, process.env, file);
   } catch (err) {
     fail(err);
   }
   for (const w of eff.warnings) process.stderr.write(`heron: ${w}\n`);
   if (flags['print-config']) {
+    const { printConfig } = await import('./print.js');
     process.stdout.write(printConfig(eff));
     return;
   }
@@ -103,18 +103,19 @@ export async function main(args: string[]): Promise<void> {
   // SIGHUP reads the configuration file again and applies what can change safely; the plugins
   // re-read their files (password file, ACL). What fails keeps its previous configuration.
   let running = eff.values;
-  process.on('SIGHUP', () => {
+  process.on('SIGHUP', async () => {
     let changed: string[] = [];
     let needsRestart: string[] = [];
     let update = {};
     if (file !== undefined) {
       try {
-        const plan = planReload(running, resolveConfig(flags, process.env, file).values, pluginNames);
+        const plan = planReload(running, (await resolveConfig(flags, process.env, file)).values, pluginNames);
         ({ changed, needsRestart, update } = plan);
         running = plan.running;
       } catch (err) {
-        if (!(err instanceof ConfigError)) throw err;
-        log.error({ file, problems: err.problems }, 'configuration file not reloaded: it has errors');
+        // Whatever went wrong, the running configuration stays and the broker keeps serving.
+        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        log.error({ file, problems }, 'configuration file not reloaded: it has errors');
       }
     }
     if (needsRestart.length > 0)

@@ -1,5 +1,3 @@
-import { parse as parseYaml } from 'yaml';
-import { readConfigFile } from './config-file.js';
 import { ConfigError, closest, keyPath } from './errors.js';
 import { FLAGS, type FlagName, flagKey, type GivenFlags, META_FLAGS } from './flags.js';
 import { type Config, type ConfigKey, envName, INT_KEYS, isKey, KEYS } from './schema.js';
@@ -31,6 +29,12 @@ for (const name of Object.keys(FLAGS) as FlagName[]) {
 /** The configuration file's path may come from the environment too. */
 export const CONFIG_ENV = 'HERON_CONFIG';
 const ENV_OF = new Map<string, ConfigKey>((Object.keys(KEYS) as ConfigKey[]).map((k) => [envName(k), k]));
+
+/**
+ * yaml (and config-file.ts with it) is loaded only when a file or HERON_LISTENERS needs it: a
+ * start from flags alone does not pay for its import.
+ */
+let parseYaml: ((text: string) => unknown) | undefined;
 
 /** A flag or environment value that cannot be read: `phrase` follows the flag or variable name. */
 class TextError extends Error {}
@@ -92,7 +96,7 @@ function fromText(key: ConfigKey, items: string[]): unknown {
     case 'listeners':
       // No flag: the environment variable holds YAML (or JSON).
       try {
-        return parseYaml(raw) as unknown;
+        return (parseYaml as (text: string) => unknown)(raw);
       } catch (err) {
         throw new TextError(`is not YAML: ${(err as Error).message.split('\n')[0]}`);
       }
@@ -146,11 +150,17 @@ export function defaults(): Config {
  * The effective configuration: defaults, then the file, then HERON_<KEY> variables, then flags.
  * Throws a ConfigError (exit 2 for the command line, 1 for the file or environment).
  */
-export function resolveConfig(flags: GivenFlags, env: NodeJS.ProcessEnv, file?: string): Effective {
+export async function resolveConfig(
+  flags: GivenFlags,
+  env: NodeJS.ProcessEnv,
+  file?: string,
+): Promise<Effective> {
+  if (env[envName('listeners')] !== undefined) parseYaml ??= (await import('yaml')).parse;
   const values = defaults() as Record<ConfigKey, unknown>;
   const sources = {} as Record<ConfigKey, Source>;
   for (const k of Object.keys(KEYS) as ConfigKey[]) sources[k] = { kind: 'default' };
   if (file !== undefined) {
+    const { readConfigFile } = await import('./config-file.js');
     const f = readConfigFile(file);
     for (const [k, v] of Object.entries(f.values) as [ConfigKey, unknown][]) {
       values[k] = v;
