@@ -265,6 +265,11 @@ queueOverflowByClient:
     r.child.kill('SIGTERM');
     expect((await r.done).code).toBe(0);
 
+    // A secret is not printed with the rest.
+    const secret = await output(['--print-config', '--jwt-secret', 's3cret']);
+    expect(secret.stdout).toContain('jwtSecret: (hidden) # flag --jwt-secret');
+    expect(secret.stdout).not.toContain('s3cret');
+
     const help = await output(['--help']);
     expect(help.stdout).toMatch(/^ {2}--config {2,}.*\(default: none\)$/m);
     expect(help.stdout).toMatch(/^ {2}--print-config {2,}.*\(default: off\)$/m);

@@ -2,12 +2,18 @@ import { Document, isMap, isScalar, type Pair } from 'yaml';
 import { describeSource, type Effective } from './resolve.js';
 import type { ConfigKey } from './schema.js';
 
+const SECRETS = ['jwtSecret'] as const;
+const HIDDEN = '(hidden)';
+
 /**
  * The effective configuration as YAML, each key with a comment saying where its value came from;
- * the output is itself a configuration file that starts the same broker.
+ * the output is itself a configuration file that starts the same broker (secrets aside).
  */
 export function printConfig(eff: Effective): string {
-  const doc = new Document(eff.values);
+  // Secrets are not printed (the output may be pasted into a bug report).
+  const values = { ...eff.values };
+  for (const k of SECRETS) if (values[k] !== '') values[k] = HIDDEN;
+  const doc = new Document(values);
   doc.commentBefore =
     ' Heron effective configuration: each value says where it came from (default < file < env < flag).';
   if (isMap(doc.contents)) {

@@ -23,7 +23,7 @@ const FLAG_OF = new Map<ConfigKey, FlagName>();
 for (const name of Object.keys(FLAGS) as FlagName[]) {
   if (META_FLAGS.includes(name)) continue;
   const key = flagKey(name);
-  if (!isKey(key)) throw new Error(`flag --${name} has no configuration key ${key}`);
+  if (!isKey(key)) throw new Error(`flag --${name} needs its key ${key} in KEYS (broker/cli/schema.ts)`);
   FLAG_OF.set(key, name);
 }
 /** The configuration file's path may come from the environment too. */
