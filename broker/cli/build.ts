@@ -1,4 +1,3 @@
-import type { Logger } from 'pino';
 import { LevelPersistence } from '../../persistence/level.js';
 import { MemoryPersistence } from '../../persistence/memory.js';
 import type { Persistence } from '../../persistence/types.js';
@@ -133,8 +132,4 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
   // plugins before it (jwt's acl claim, http-auth) get their say first.
   if (c.aclFile) entries.push([aclFilePlugin, { file: c.aclFile }]);
   return { entries, names };
-}
-
-export function startupLog(log: Logger, file: string | undefined): void {
-  if (file !== undefined) log.info({ file }, 'configuration file read');
 }

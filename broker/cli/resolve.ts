@@ -181,7 +181,12 @@ export async function resolveConfig(
       continue;
     }
     try {
-      values[key] = textValue(key, raw.split('\n'), name, 1);
+      values[key] = textValue(
+        key,
+        raw.split('\n').filter((l) => l.trim() !== ''),
+        name,
+        1,
+      );
       sources[key] = { kind: 'env', name };
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
