@@ -55,7 +55,7 @@ function pair(item: string, what: string): [string, string] {
 /** A flag's or environment variable's text (one item per repetition, or per line) as the key's value. */
 function fromText(key: ConfigKey, items: string[]): unknown {
   const raw = items[items.length - 1] ?? '';
-  if (INT_KEYS.has(key) || key === 'retryFactor' || (key === 'maxMemory' && raw !== 'auto')) {
+  if (INT_KEYS.has(key) || key === 'retryFactor') {
     const n = Number(raw);
     if (raw.trim() === '' || !Number.isFinite(n) || (key !== 'retryFactor' && !Number.isInteger(n)))
       throw new TextError(
@@ -106,6 +106,9 @@ function fromText(key: ConfigKey, items: string[]): unknown {
         if (['false', '0', 'no', 'off', ''].includes(raw)) return false;
         throw new TextError(`must be true or false, got "${raw}"`);
       }
+      // A number where the key takes one (maxMemory: a number or auto), else the text.
+      if (raw.trim() !== '' && Number.isFinite(Number(raw)) && KEYS[key].safeParse(Number(raw)).success)
+        return Number(raw);
       return raw;
   }
 }
