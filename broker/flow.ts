@@ -1,4 +1,12 @@
+import type { Persistence } from '../persistence/types.js';
 import type { Connection } from './connection.js';
+
+/**
+ * Bytes of spilled message bodies a write-behind persistence backend may hold in memory before
+ * their write (Persistence.backlogBytes): beyond it the publishers feeding spilled queues wait for
+ * the disk; they resume below half of it.
+ */
+export const STORE_BACKLOG = 16 * 1024 * 1024;
 
 /** What a gate's owner is told: its publishers waited stuckTimeout without it making progress. */
 export interface GateOwner {
@@ -67,6 +75,9 @@ export class Flow implements GateOwner {
   /** Bytes of bodies held by in-memory session records. */
   memoryHeld = 0;
   readonly memoryGate: Gate;
+  /** What publishers wait on while persistence's write backlog is over STORE_BACKLOG. */
+  readonly storeGate: Gate;
+  private watchingStore = false;
   overflows = 0;
   stuckConsumers = 0;
 
@@ -75,6 +86,28 @@ export class Flow implements GateOwner {
     private readonly stuckMs: number,
   ) {
     this.memoryGate = new Gate(this, this);
+    this.storeGate = new Gate(this, this);
+  }
+
+  /**
+   * A message went to persistence only (a spilled or offline queue): with the backend's write
+   * backlog over its bound, the publisher waits until the batches being written bring it below half.
+   */
+  spilled(p: Persistence): void {
+    if (p.backlogBytes === undefined || p.backlogBytes() < STORE_BACKLOG) return;
+    this.overflowed.push(this.storeGate);
+    if (this.watchingStore) return;
+    this.watchingStore = true;
+    const check = () => {
+      // Looked at again after the next batch (a timer between: a backend that calls back at
+      // once cannot make this spin).
+      if (p.backlogBytes!() > STORE_BACKLOG / 2) setTimeout(() => p.whenDurable(check), 5);
+      else {
+        this.watchingStore = false;
+        this.storeGate.open();
+      }
+    };
+    p.whenDurable(check);
   }
 
   get memoryFull(): boolean {

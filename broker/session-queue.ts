@@ -33,6 +33,11 @@ export abstract class SessionQueue implements GateOwner {
    * queue's next page is read from persistence past it. 0 once memory holds none of them.
    */
   protected pagedTo = 0;
+  /**
+   * Memory's queue was full while a page was read: what arrived since went to persistence only,
+   * and the load leaves the session spilled, to read it with the next page.
+   */
+  protected spilledWhileLoading = false;
   /** Bytes written to persistence while not loaded (offline or spilled), against maxQueuedBytes. */
   storedBytes = 0;
   /** Bytes of the records held in memory (queued and in flight), against maxQueuedBytes. */
@@ -82,20 +87,22 @@ export abstract class SessionQueue implements GateOwner {
   /** A full queue in memory may continue in persistence (the policies that promise no loss). */
   protected spillable(): boolean {
     const policy = this.overflowPolicy;
-    return this.persistent && this.loading === null && (policy === 'backpressure' || policy === 'reject');
+    return this.persistent && (policy === 'backpressure' || policy === 'reject');
   }
 
   /** Whether a QoS 1/2 message would be taken now, within the bounds (the `reject` check). */
   canTake(): boolean {
     if (this.canSendNow()) return true;
-    if (!this.loaded && this.loading === null) return this.storedBytes < this.broker.options.maxQueuedBytes;
+    if ((!this.loaded && this.loading === null) || this.spilledWhileLoading)
+      return this.storedBytes < this.broker.options.maxQueuedBytes;
     return !this.full() || this.spillable();
   }
 
   /** The in-memory queue (or the broker's memory budget) has no room for another message. */
   full(): boolean {
     const o = this.broker.options;
-    if (!this.loaded && this.loading === null) return this.storedBytes >= o.maxQueuedBytes;
+    if ((!this.loaded && this.loading === null) || this.spilledWhileLoading)
+      return this.storedBytes >= o.maxQueuedBytes;
     return this.queued >= o.maxQueued || this.heldBytes >= o.maxQueuedBytes || this.broker.flow.memoryFull;
   }
 
@@ -237,9 +244,13 @@ export abstract class SessionQueue implements GateOwner {
         p.getIncoming(this.clientId),
       ]);
       this.loadedIncoming(incoming);
-      const complete = !paged || stored.length < limit;
+      const read = !paged || stored.length < limit;
+      // Spilled while reading: persistence holds records past what memory keeps, read next.
+      const spilled = this.spilledWhileLoading;
+      this.spilledWhileLoading = false;
+      const complete = read && !spilled;
       // Records past this page stay in persistence, read with a later page, in order.
-      const last = complete ? Number.POSITIVE_INFINITY : stored[stored.length - 1].seq;
+      const last = read ? Number.POSITIVE_INFINITY : stored[stored.length - 1].seq;
       // Memory accounting is rebuilt from what the merge below keeps.
       for (let i = this.queueHead; i < this.queue.length; i++) this.unhold(this.queue[i]);
       for (const rec of this.inflight.values()) this.unhold(rec);
@@ -270,8 +281,13 @@ export abstract class SessionQueue implements GateOwner {
       for (const rec of this.inflight.values()) this.hold(rec);
       this.loaded = complete;
       // Incomplete: memory holds up to this page's end (later arrivals were dropped from memory
-      // above, to be read with the next page).
-      if (!complete) this.pagedTo = last;
+      // above, to be read with the next page). Read to the end but spilled meanwhile: memory holds
+      // the page and what arrived before the spill (each newer than the page), persistence the rest.
+      if (!read) this.pagedTo = last;
+      else if (spilled) {
+        const end = stored.length > 0 ? stored[stored.length - 1].seq : 0;
+        this.pagedTo = Math.max(this.pagedTo, end);
+      }
       this.storedBytes = complete ? 0 : Math.max(0, p.outgoingBytes(this.clientId) - this.heldBytes);
       if (!this.persistent) this.loadedAll();
     } finally {

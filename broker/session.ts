@@ -115,13 +115,14 @@ export class Session extends SessionQueue {
       subscriptionIds: subIds,
     });
     const opts = this.broker.options;
-    if (!this.loaded && this.loading === null) {
+    if ((!this.loaded && this.loading === null) || this.spilledWhileLoading) {
       // Offline (or spilled) and not loaded: the message lives only in persistence until the
       // client reads again, bounded in bytes.
       const size = sizeOf(msg);
       if (this.storedBytes + size > opts.maxQueuedBytes && !this.overflow(msg, false)) return;
       this.storedBytes += size;
       this.broker.persistence.putOutgoing(this.clientId, rec);
+      this.broker.flow.spilled(this.broker.persistence);
       return;
     }
     if (this.canSendNow()) {
@@ -133,9 +134,14 @@ export class Session extends SessionQueue {
     if (this.full()) {
       if (this.spillable()) {
         // Persistent and full in memory: what follows goes to persistence only, read back in
-        // order once memory's queue is sent; publishers are not held back for it.
-        this.loaded = false;
-        this.storedBytes = 0;
+        // order once memory's queue is sent; publishers are not held back for it. While a page is
+        // being read, the load reads on past it (see load), and storedBytes still counts that
+        // page (an over-count until the load recounts it).
+        if (this.loading !== null) this.spilledWhileLoading = true;
+        else {
+          this.loaded = false;
+          this.storedBytes = 0;
+        }
         return this.place(msg, qos, retain, subIds);
       }
       if (!this.overflow(msg, true)) return;

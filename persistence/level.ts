@@ -1,64 +1,18 @@
 /**
  * LevelPersistence: the durable backend, on LevelDB through `level` (classic-level).
  *
- * Key layout. Keys and values are UTF-8 strings; `␀` below is the byte 0x00, which MQTT forbids in
- * client ids, topics and filters ([MQTT-1.5.4-2] in 5.0, [MQTT-1.5.3-2] in 3.1.1; the mutations throw
- * a TypeError on one), so a prefix scan of `u␀abc␀` never reaches client `abcd`. Values are JSON
- * (but for the short o␀ form); Buffers (payload, correlationData) are base64 strings.
+ * Key layout: persistence/level/keys.ts.
  *
- *   meta␀version               2 (the format version, written on first open)
- *   s␀<clientId>               session: {clientId, protocolVersion, expiryInterval, disconnectedAt?}
- *   u␀<clientId>␀<filter>      subscription: {filter, qos, noLocal?, retainAsPublished?, retainHandling?,
- *                              subscriptionId?}
- *   o␀<clientId>␀<seq>         outgoing reference, <seq> zero-padded to 16 digits so that key order is
- *                              seq order: `<messageId>|<state q/i/r><qos><retain 0/1><packetId?>`, or
- *                              when it has more: {m: messageId, s: state, q: qos, r: retain,
- *                              p?: packetId, i?: subscriptionIds, g?: group, a?: attempts, u?: dup}
- *                              (small: the body is not in it)
- *   m␀<messageId>              message body, stored once for every o␀ record that references it:
- *                              {id, topic, payload: base64, qos, retain, properties?, expiresAt?},
- *                              properties.correlationData as base64
- *   i␀<clientId>␀<packetId>    inbound QoS 2 packet id awaiting PUBREL, <packetId> zero-padded to 5
- *                              digits; empty value
- *   r␀<topic>                  retained message, body inline (same JSON as m␀)
- *   w␀<clientId>               will: {message (as in m␀), fireAt?, delay?, expiryInterval?}; fireAt
- *                              once its connection ended, delay and expiryInterval (seconds) while
- *                              its client is connected
- *   g␀<group>␀<seq>            message held by a shared subscription group, <group> being
- *                              `<share name>/<filter>` and <seq> zero-padded to 16 digits (key order is
- *                              seq order within a group): {m: message (as in m␀, body inline: one group
- *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
- *                              l?: lastMember, u?: dup, t?: member and n?: packetId (in flight at
- *                              QoS 2 to that member)}
- *   k␀<publisher>␀<topic>␀<key>
- *                              idempotency key a publisher used on a topic: {e: expiresAt};
- *                              <publisher> is its client id, empty for the broker's own publish() (a
- *                              key is a user property value: a UTF-8 string, which cannot hold U+0000
- *                              either)
- *   d␀<topic>␀<key>            idempotency key stored before keys were scoped per publisher:
- *                              {e: expiresAt}, still read (it holds for every publisher until it
- *                              expires); the broker writes every new key with its publisher
+ * Bodies are reference-counted in memory (level/outgoing-index.ts): per body a count of the o␀
+ * records referencing it, per client its records' seq, body id and size in compact columns
+ * (level/columns.ts; needed to release a body when a seq is replaced or a session deleted, and for
+ * outgoingBytes). Both are rebuilt at open by scanning the o␀ records (small values) and the m␀
+ * bodies (for their payload and topic size); bodies nobody references and references whose body is
+ * missing are deleted at open. Memory cost: about 20 bytes per queued outgoing record and a map
+ * entry per distinct queued message, never a payload.
  *
- * The g␀, d␀ and k␀ prefixes were added without touching existing keys (a data dir written before
- * them simply holds none; an older Heron ignores k␀ keys). Format 2 added the short o␀ form; format
- * 1 dirs are read and marked 2.
- *
- * Bodies are reference-counted in memory: a map messageId → {number of o␀ records, write state},
- * plus per client a map seq → {messageId, write state} (needed to release the old body when a seq is
- * replaced or a session deleted). Both are rebuilt at open by scanning the o␀ records (small values)
- * and the m␀ bodies (for their payload and topic size: outgoingBytes); bodies nobody references and references
- * whose body is missing are deleted at open.
- * Memory cost: one small entry per queued outgoing record and one per distinct queued message,
- * never a payload.
- *
- * Writes: mutations are synchronous and append to a pending batch; the first one in a tick schedules a
- * flush (setImmediate), which writes the whole batch as one atomic LevelDB batch (`{ sync: true }`
- * when the `sync` option is set). One batch is in flight at a time; what arrives meanwhile forms the
- * next, taken BATCH_GAP_MS after the previous one is written, and what arrives during that pause
- * waits for the batch after (callbacks likewise: a callback is settled with the batch that holds
- * every write issued before it). deleteSession queues range clears for the client's u␀ and i␀ keys,
- * expanded into deletes when the batch is written (keys on disk plus keys put earlier in the same
- * batch).
+ * Writes (level/batch-writer.ts): mutations are synchronous and append to a pending batch, written
+ * as one atomic LevelDB batch per tick under light load, one batch in flight at a time.
  * o␀ and m␀ puts are coalesced: they are encoded when their batch is taken for writing, a newer record
  * for the same seq replaces a pending put in place, and a delete that comes first drops the pending
  * put (a delivery acknowledged before its batch was taken costs no encoding and no write); a delete
@@ -68,14 +22,50 @@
  * the pending and in-flight batches, so they observe every mutation issued before them. After a
  * failed write the store refuses further work and reports that error: the in-memory reference
  * counts may no longer match the disk, so the broker must stop and reopen.
+ *
+ * LevelDB's own memory is kept small (LEVEL_OPTIONS): it is native memory outside V8's heap, and a
+ * spilled queue under load would otherwise hold tens of MB of write buffers.
  */
-import { readdir } from 'node:fs/promises';
 import { Level } from 'level';
+import { BatchWriter } from './level/batch-writer.js';
+import {
+  decodeDedup,
+  decodeGroupMessage,
+  decodeMessage,
+  decodeOutgoing,
+  decodeWill,
+  type EncodedMessage,
+  encodeGroupMessage,
+  encodeMessage,
+  encodeWill,
+  outgoingFrom,
+} from './level/codec.js';
+import {
+  bodyKey,
+  checkName,
+  checkSeq,
+  dedupKey,
+  groupKey,
+  inKey,
+  outKey,
+  PID_WIDTH,
+  prefixRange,
+  range,
+  retainedKey,
+  SEP,
+  SEQ_WIDTH,
+  sessionKey,
+  subKey,
+  unscopedDedupKey,
+  VERSION_KEY,
+  willKey,
+} from './level/keys.js';
+import { checkDir, checkVersion, FORMAT_VERSION, openError, rebuild } from './level/open.js';
+import { OutgoingIndex } from './level/outgoing-index.js';
 import type {
   DedupRecord,
   GroupMessageRecord,
   OutgoingRecord,
-  OutgoingState,
   Persistence,
   SessionRecord,
   StoredMessage,
@@ -83,12 +73,7 @@ import type {
   WillRecord,
 } from './types.js';
 
-/**
- * The on-disk format this code writes. Format 2 added the short o␀ value; it reads format 1 too (whose
- * o␀ values are all JSON), and a format 1 directory is marked 2 when opened.
- */
-export const FORMAT_VERSION = 2;
-const READS = [1, 2];
+export { FORMAT_VERSION };
 
 export interface LevelPersistenceOptions {
   /** Directory of the LevelDB database; created if missing. */
@@ -97,229 +82,17 @@ export interface LevelPersistenceOptions {
   sync?: boolean;
 }
 
-const SEP = '\x00';
-/** The byte after SEP: `<prefix>␀` … `<prefix>\x01` bounds a prefix scan. */
-const END = '\x01';
-const VERSION_KEY = `meta${SEP}version`;
-const SEQ_WIDTH = 16;
 /**
- * Pause between a batch and the next when writes kept arriving while it was written (a batch is
- * otherwise taken in the tick after the first write, so a lone write still goes out at once).
- * Measured on the bench's persistent fan-in, with the batch taking only what arrived before the
- * pause: a third less LevelDB work per message than taking every pending write at once.
+ * LevelDB's options (see the header). A write buffer (memtable) is native memory, and LevelDB holds
+ * up to two of them (one being flushed): 4 MiB instead of 16 keeps a spilled queue under load from
+ * holding ~32 MB of anonymous memory in memtables; the cost is more, smaller level-0 tables to
+ * compact (measured on bench slow-consumer: no change in broker CPU within the run-to-run noise).
  */
-const BATCH_GAP_MS = 1;
-const PID_WIDTH = 5;
-
-type Op = { type: 'put'; key: string; value: string } | { type: 'del'; key: string };
-/** Delete every key in [gte, lt): expanded into del ops when the batch is written. */
-type ClearOp = { type: 'clear'; gte: string; lt: string };
-/**
- * An o␀ record known in memory, which is also its own pending put: puts of o␀ records and m␀ bodies
- * are encoded when their batch is taken for writing, not when issued. A newer record for the same
- * seq replaces a pending one in place, and a delete that comes before the batch is taken drops the
- * pending put (nothing is encoded or written, nor deleted).
- */
-interface OutRef {
-  type: 'out';
-  clientId: string;
-  seq: number;
-  /** The body's message id. */
-  id: string;
-  /** The record to write while `pending`; null for one known only from the disk. */
-  rec: OutgoingRecord | null;
-  /** In the pending batch, to be written when it is taken. */
-  pending: boolean;
-  /** Written by a batch already taken: a delete must be written too. */
-  stored: boolean;
-  /** The key, once computed. */
-  key: string | undefined;
-}
-/** A body: how many o␀ records reference it, and its write state (as OutRef). */
-interface BodyRef {
-  type: 'body';
-  msg: StoredMessage | null;
-  n: number;
-  /** Payload and topic bytes (for a body read at open: its stored size), for outgoingBytes. */
-  size: number;
-  pending: boolean;
-  stored: boolean;
-}
-type PendingOp = Op | ClearOp | OutRef | BodyRef;
-
-function refKey(ref: OutRef): string {
-  ref.key ??= outKey(ref.clientId, ref.seq);
-  return ref.key;
-}
-type Callback = (err?: Error) => void;
-
-interface EncodedMessage {
-  id: string;
-  topic: string;
-  payload: string;
-  qos: StoredMessage['qos'];
-  retain: boolean;
-  properties?: Record<string, unknown>;
-  expiresAt?: number;
-}
-
-interface EncodedOutgoing {
-  m: string;
-  s: OutgoingState;
-  q: OutgoingRecord['qos'];
-  r: boolean;
-  p?: number;
-  i?: number[];
-  g?: string;
-  a?: number;
-  u?: boolean;
-}
-
-interface EncodedWill {
-  message: EncodedMessage;
-  fireAt?: number;
-  delay?: number;
-  expiryInterval?: number;
-}
-
-interface EncodedGroupMessage {
-  m: EncodedMessage;
-  p: number;
-  a: number;
-  d?: number;
-  c?: number;
-  l?: string;
-  u?: boolean;
-  t?: string;
-  n?: number;
-}
-
-function encodeMessage(msg: StoredMessage): EncodedMessage {
-  const enc: EncodedMessage = {
-    id: msg.id,
-    topic: msg.topic,
-    payload: msg.payload.toString('base64'),
-    qos: msg.qos,
-    retain: msg.retain,
-  };
-  if (msg.properties) {
-    const props: Record<string, unknown> = { ...msg.properties };
-    if (msg.properties.correlationData)
-      props.correlationData = msg.properties.correlationData.toString('base64');
-    enc.properties = props;
-  }
-  if (msg.expiresAt !== undefined) enc.expiresAt = msg.expiresAt;
-  return enc;
-}
-
-function decodeMessage(enc: EncodedMessage): StoredMessage {
-  const msg: StoredMessage = {
-    id: enc.id,
-    topic: enc.topic,
-    payload: Buffer.from(enc.payload, 'base64'),
-    qos: enc.qos,
-    retain: enc.retain,
-  };
-  if (enc.properties) {
-    const props = { ...enc.properties } as NonNullable<StoredMessage['properties']>;
-    if (typeof enc.properties.correlationData === 'string') {
-      props.correlationData = Buffer.from(enc.properties.correlationData, 'base64');
-    }
-    msg.properties = props;
-  }
-  if (enc.expiresAt !== undefined) msg.expiresAt = enc.expiresAt;
-  return msg;
-}
-
-/** Payload and topic bytes of a stored body, as the broker counts a message (sizeOf). */
-function storedSize(value: string): number {
-  try {
-    const enc = JSON.parse(value) as EncodedMessage;
-    return Buffer.byteLength(enc.payload, 'base64') + enc.topic.length;
-  } catch {
-    return value.length;
-  }
-}
-
-const STATE_CODE: Record<OutgoingState, string> = { queued: 'q', inflight: 'i', pubrel: 'r' };
-const CODE_STATE: Record<string, OutgoingState | undefined> = { q: 'queued', i: 'inflight', r: 'pubrel' };
-
-/**
- * The o␀ value. Format 2 writes the common record (no subscription ids, group, attempts or DUP) as
- * `<messageId>|<state><qos><retain><packetId?>`, e.g. `lx2k9a1f3c.1b|i11042` (state q/i/r, retain
- * 0/1): every stored delivery writes one, and its bytes are written, flushed and compacted away
- * again, so size counts. Other records are JSON of an EncodedOutgoing, as in format 1, built by
- * hand (about half the cost of JSON.stringify on an object here).
- */
-function encodeOutgoing(rec: OutgoingRecord): string {
-  const id = rec.message.id;
-  if (
-    rec.subscriptionIds === undefined &&
-    rec.group === undefined &&
-    rec.attempts === undefined &&
-    rec.dup === undefined &&
-    !id.includes('|')
-  ) {
-    return `${id}|${STATE_CODE[rec.state]}${rec.qos}${rec.retain ? 1 : 0}${rec.packetId ?? ''}`;
-  }
-  let s = `{"m":${JSON.stringify(id)},"s":"${rec.state}","q":${rec.qos},"r":${rec.retain}`;
-  if (rec.packetId !== undefined) s += `,"p":${rec.packetId}`;
-  if (rec.subscriptionIds !== undefined) s += `,"i":[${rec.subscriptionIds.join(',')}]`;
-  if (rec.group !== undefined) s += `,"g":${JSON.stringify(rec.group)}`;
-  if (rec.attempts !== undefined) s += `,"a":${rec.attempts}`;
-  if (rec.dup !== undefined) s += `,"u":${rec.dup}`;
-  return `${s}}`;
-}
-
-/** Reads an o␀ value of either form; throws on one that is neither. */
-function decodeOutgoing(value: string): EncodedOutgoing {
-  if (value.startsWith('{')) return JSON.parse(value) as EncodedOutgoing;
-  const bar = value.lastIndexOf('|');
-  const s = CODE_STATE[value[bar + 1]];
-  const q = value.charCodeAt(bar + 2) - 48;
-  const r = value[bar + 3];
-  const p = value.length > bar + 4 ? Number(value.slice(bar + 4)) : undefined;
-  if (bar <= 0 || !s || (q !== 0 && q !== 1 && q !== 2) || (r !== '0' && r !== '1') || Number.isNaN(p)) {
-    throw new SyntaxError(`not an outgoing record: ${JSON.stringify(value)}`);
-  }
-  const enc: EncodedOutgoing = { m: value.slice(0, bar), s, q, r: r === '1' };
-  if (p !== undefined) enc.p = p;
-  return enc;
-}
-
-function checkName(what: string, s: string): void {
-  if (s.includes(SEP)) throw new TypeError(`${what} must not contain U+0000: ${JSON.stringify(s)}`);
-}
-
-function checkSeq(seq: number): void {
-  if (!Number.isSafeInteger(seq) || seq < 0)
-    throw new RangeError(`outgoing seq must be a safe integer >= 0: ${seq}`);
-}
-
-const sessionKey = (clientId: string) => `s${SEP}${clientId}`;
-const willKey = (clientId: string) => `w${SEP}${clientId}`;
-const subKey = (clientId: string, filter: string) => `u${SEP}${clientId}${SEP}${filter}`;
-const outKey = (clientId: string, seq: number) =>
-  `o${SEP}${clientId}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
-const inKey = (clientId: string, packetId: number) =>
-  `i${SEP}${clientId}${SEP}${String(packetId).padStart(PID_WIDTH, '0')}`;
-const bodyKey = (id: string) => `m${SEP}${id}`;
-const retainedKey = (topic: string) => `r${SEP}${topic}`;
-const groupKey = (group: string, seq: number) =>
-  `g${SEP}${group}${SEP}${String(seq).padStart(SEQ_WIDTH, '0')}`;
-/** A key stored before keys were scoped per publisher (read, and deleted, never written). */
-const unscopedDedupKey = (topic: string, key: string) => `d${SEP}${topic}${SEP}${key}`;
-const dedupKey = (publisher: string, topic: string, key: string) =>
-  `k${SEP}${publisher}${SEP}${topic}${SEP}${key}`;
-/** Bounds of every key under `<parts joined by SEP>␀`. */
-const range = (...parts: string[]) => {
-  const p = parts.join(SEP);
-  return { gte: p + SEP, lt: p + END };
+const LEVEL_OPTIONS = {
+  createIfMissing: true,
+  compression: false,
+  writeBufferSize: 4 * 1024 * 1024,
 };
-
-function errCode(e: unknown): string | undefined {
-  return (e as { code?: string } | null)?.code;
-}
 
 export class LevelPersistence implements Persistence {
   readonly dir: string;
@@ -327,44 +100,30 @@ export class LevelPersistence implements Persistence {
   /** Created by open(): a Level instance opens itself on the next tick once constructed. */
   private db!: Level<string, string>;
   private state: 'new' | 'opening' | 'open' | 'closing' | 'closed' = 'new';
-  private failed: Error | undefined;
-
-  /** messageId → its body: the number of o␀ records referencing it, and its write state. */
-  private refs = new Map<string, BodyRef>();
-  /** clientId → seq → its o␀ record: body id and write state. */
-  private outIndex = new Map<string, Map<number, OutRef>>();
-
-  private pending: PendingOp[] = [];
-  private pendingCbs: Callback[] = [];
-  private scheduled = false;
-  private inflight: { cbs: Callback[] } | null = null;
-  /** How many of pending (and of pendingCbs) the next batch takes; -1: all. */
-  private cut = -1;
-  private cutCbs = 0;
-  private batches = 0;
-  private opsCount = 0;
+  private readonly writer: BatchWriter;
+  private readonly index: OutgoingIndex;
   onCallbackError?: (err: unknown) => void;
 
   constructor(opts: LevelPersistenceOptions) {
     this.dir = opts.dir;
     this.sync = opts.sync ?? false;
+    this.writer = new BatchWriter(this.dir, this.sync, () => this.onCallbackError);
+    this.index = new OutgoingIndex((op) => this.writer.push(op));
   }
 
   /** Number of `db.batch()` writes done by the flush loop since open (for tests and metrics). */
   get batchesWritten(): number {
-    return this.batches;
+    return this.writer.batches;
   }
 
   /** Number of puts and deletes written by those batches (for tests and metrics). */
   get opsWritten(): number {
-    return this.opsCount;
+    return this.writer.ops;
   }
 
   /** Distinct message bodies currently referenced, and references to them (for tests and metrics). */
   bodyStats(): { bodies: number; references: number } {
-    let references = 0;
-    for (const b of this.refs.values()) references += b.n;
-    return { bodies: this.refs.size, references };
+    return this.index.stats();
   }
 
   async open(): Promise<void> {
@@ -373,28 +132,29 @@ export class LevelPersistence implements Persistence {
       throw new Error(`LevelPersistence(${this.dir}) is ${this.state}: wait for it before opening`);
     }
     this.state = 'opening';
-    this.failed = undefined;
-    this.refs.clear();
-    this.outIndex.clear();
+    this.writer.failed = undefined;
+    this.index.clear();
     try {
-      await this.checkDir();
+      await checkDir(this.dir);
       this.db = new Level<string, string>(this.dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
       try {
-        await this.db.open({ createIfMissing: true, compression: false, writeBufferSize: 16 * 1024 * 1024 });
+        await this.db.open(LEVEL_OPTIONS);
       } catch (e) {
-        throw this.openError(e);
+        throw openError(this.dir, e);
       }
       try {
-        const version = await this.checkVersion();
-        await this.rebuild();
+        const version = await checkVersion(this.db, this.dir);
+        await rebuild(this.db, this.dir, this.index, this.sync);
         // Marked only once read without error: a directory refused as corrupt is left as it was.
         // From here on it holds records an older Heron could not read.
         if (version !== FORMAT_VERSION)
           await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
       } catch (e) {
+        this.index.clear();
         await this.db.close().catch(() => {});
         throw e;
       }
+      this.writer.db = this.db;
       this.state = 'open';
     } catch (e) {
       this.state = 'closed';
@@ -405,300 +165,42 @@ export class LevelPersistence implements Persistence {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closing'; // mutations now throw; what is queued is still written
-    if (this.pending.length || this.inflight) {
-      await new Promise<void>((resolve) => this.whenDurable(() => resolve()));
-    }
+    if (!this.writer.idle) await new Promise<void>((resolve) => this.writer.whenDurable(() => resolve()));
     try {
       await this.db.close();
     } finally {
       this.state = 'closed';
-      this.refs.clear();
-      this.outIndex.clear();
+      this.index.clear();
     }
-  }
-
-  /** Refuses a non-empty directory that holds no LevelDB database: never scribble into a wrong dir. */
-  private async checkDir(): Promise<void> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (e) {
-      if (errCode(e) === 'ENOENT') return;
-      throw new Error(`cannot read data dir ${this.dir}: ${(e as Error).message}`, { cause: e });
-    }
-    if (names.length > 0 && !names.includes('CURRENT')) {
-      throw new Error(
-        `data dir ${this.dir} is not empty and holds no LevelDB database (no CURRENT file, found ${names.slice(0, 5).join(', ')}); ` +
-          'point Heron at an empty or Heron-owned directory',
-      );
-    }
-  }
-
-  private openError(e: unknown): Error {
-    const cause = (e as { cause?: unknown }).cause ?? e;
-    const code = errCode(cause);
-    const detail = (cause as Error)?.message ?? String(cause);
-    if (code === 'LEVEL_LOCKED') {
-      return new Error(
-        `data dir ${this.dir} is locked: another Heron process, or another LevelPersistence in this ` +
-          `process, has it open (${detail})`,
-        { cause: e },
-      );
-    }
-    if (code === 'LEVEL_CORRUPTION') {
-      return new Error(
-        `data dir ${this.dir} is corrupt (${detail}); restore it from a backup or move it aside`,
-        {
-          cause: e,
-        },
-      );
-    }
-    return new Error(`cannot open data dir ${this.dir}: ${detail}`, { cause: e });
-  }
-
-  private corrupt(what: string, cause?: unknown): Error {
-    return new Error(`data dir ${this.dir} is corrupt: ${what}; restore it from a backup or move it aside`, {
-      cause,
-    });
-  }
-
-  /** The directory's format version (written as FORMAT_VERSION into an empty one); throws on one not read here. */
-  private async checkVersion(): Promise<number> {
-    const raw = await this.readForOpen(() => this.db.get(VERSION_KEY));
-    if (raw === undefined) {
-      let empty = true;
-      for await (const _ of this.db.keys({ limit: 1 })) empty = false;
-      if (!empty) {
-        throw new Error(
-          `data dir ${this.dir} holds a LevelDB database that Heron did not write (no format version key)`,
-        );
-      }
-      await this.db.put(VERSION_KEY, String(FORMAT_VERSION), { sync: true });
-      return FORMAT_VERSION;
-    }
-    const version = Number(raw);
-    if (!Number.isSafeInteger(version)) throw this.corrupt(`format version is ${JSON.stringify(raw)}`);
-    if (!READS.includes(version)) {
-      throw new Error(
-        `data dir ${this.dir} was written by format version ${version}; this Heron reads versions ${READS.join(' and ')}`,
-      );
-    }
-    return version;
-  }
-
-  private async readForOpen<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      if (errCode(e) === 'LEVEL_CORRUPTION') throw this.corrupt((e as Error).message, e);
-      throw e;
-    }
-  }
-
-  /** Rebuilds the reference counts from the o␀ records; deletes orphan bodies and dangling references. */
-  private async rebuild(): Promise<void> {
-    const ops: Op[] = [];
-    await this.readForOpen(async () => {
-      for await (const [key, value] of this.db.iterator({ gte: `o${SEP}`, lt: `o${END}` })) {
-        const sep = key.length - SEQ_WIDTH - 1;
-        const seq = Number(key.slice(sep + 1));
-        if (key[sep] !== SEP || !Number.isSafeInteger(seq))
-          throw this.corrupt(`bad outgoing key ${JSON.stringify(key)}`);
-        const clientId = key.slice(2, sep);
-        let id: unknown;
-        try {
-          id = decodeOutgoing(value).m;
-        } catch (e) {
-          throw this.corrupt(`bad outgoing record ${JSON.stringify(key)}`, e);
-        }
-        if (typeof id !== 'string') throw this.corrupt(`bad outgoing record ${JSON.stringify(key)}`);
-        let idx = this.outIndex.get(clientId);
-        if (!idx) {
-          idx = new Map();
-          this.outIndex.set(clientId, idx);
-        }
-        idx.set(seq, { type: 'out', clientId, seq, id, rec: null, pending: false, stored: true, key });
-        const body = this.refs.get(id);
-        if (body) body.n++;
-        else this.refs.set(id, { type: 'body', msg: null, n: 1, size: 0, pending: false, stored: true });
-      }
-      const missing = new Set(this.refs.keys());
-      for await (const [key, value] of this.db.iterator({ gte: `m${SEP}`, lt: `m${END}` })) {
-        const id = key.slice(2);
-        const body = this.refs.get(id);
-        if (body) body.size = storedSize(value);
-        if (!missing.delete(id) && !body) ops.push({ type: 'del', key });
-      }
-      if (missing.size) {
-        for (const [clientId, idx] of this.outIndex) {
-          for (const [seq, ref] of idx) {
-            if (!missing.has(ref.id)) continue;
-            ops.push({ type: 'del', key: outKey(clientId, seq) });
-            idx.delete(seq);
-          }
-          if (idx.size === 0) this.outIndex.delete(clientId);
-        }
-        for (const id of missing) this.refs.delete(id);
-      }
-    });
-    if (ops.length) await this.db.batch(ops, { sync: this.sync });
   }
 
   // ---- write path ----------------------------------------------------------------------------
 
   private assertWritable(): void {
-    if (this.failed) throw this.failed;
+    if (this.writer.failed) throw this.writer.failed;
     if (this.state !== 'open') throw new Error(`LevelPersistence(${this.dir}) is not open`);
   }
 
-  private schedule(): void {
-    if (!this.scheduled && !this.inflight) {
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
-  }
-
   private put(key: string, value: string): void {
-    this.pending.push({ type: 'put', key, value });
-    this.schedule();
+    this.writer.push({ type: 'put', key, value });
   }
 
   private del(key: string): void {
-    this.pending.push({ type: 'del', key });
-    this.schedule();
-  }
-
-  private readonly flush = (): void => {
-    this.scheduled = false;
-    if (this.inflight || this.pending.length === 0) return;
-    // Under load only what was issued before the last batch was written goes now (see settle).
-    const n = this.cut < 0 ? this.pending.length : this.cut;
-    // With every op taken, every callback is due, also one registered after the cut.
-    const m = this.cut < 0 || n === this.pending.length ? this.pendingCbs.length : this.cutCbs;
-    this.cut = -1;
-    const ops = this.take(n === this.pending.length ? this.pending : this.pending.slice(0, n));
-    const batch = { cbs: m === this.pendingCbs.length ? this.pendingCbs : this.pendingCbs.slice(0, m) };
-    this.pending = n === this.pending.length ? [] : this.pending.slice(n);
-    this.pendingCbs = m === this.pendingCbs.length ? [] : this.pendingCbs.slice(m);
-    this.inflight = batch;
-    if (ops.length === 0) {
-      // Every put was dropped by a later delete: nothing to write, the callbacks are due now.
-      this.settle(batch.cbs, undefined, false);
-      return;
-    }
-    this.write(ops).then(
-      () => this.settle(batch.cbs, undefined, true),
-      (e: unknown) => this.settle(batch.cbs, e instanceof Error ? e : new Error(String(e)), true),
-    );
-  };
-
-  /**
-   * The ops of a batch as written: pending o␀ and m␀ puts are encoded now and count as stored from
-   * here on (a later delete must be written), dropped ones are left out.
-   */
-  private take(pending: PendingOp[]): (Op | ClearOp)[] {
-    const ops: (Op | ClearOp)[] = [];
-    for (const op of pending) {
-      if (op.type === 'out') {
-        if (!op.pending) continue;
-        op.pending = false;
-        op.stored = true;
-        ops.push({ type: 'put', key: refKey(op), value: encodeOutgoing(op.rec!) });
-        op.rec = null;
-      } else if (op.type === 'body') {
-        if (!op.pending) continue;
-        op.pending = false;
-        op.stored = true;
-        ops.push({ type: 'put', key: bodyKey(op.msg!.id), value: JSON.stringify(encodeMessage(op.msg!)) });
-        op.msg = null;
-      } else ops.push(op);
-    }
-    return ops;
-  }
-
-  private settle(cbs: Callback[], err: Error | undefined, wrote: boolean): void {
-    this.inflight = null;
-    if (err) {
-      this.failed ??= new Error(`writing to data dir ${this.dir} failed: ${err.message}`, { cause: err });
-      const pendingCbs = this.pendingCbs;
-      this.pending = [];
-      this.pendingCbs = [];
-      this.cut = -1;
-      cbs.push(...pendingCbs);
-    } else if (wrote) {
-      this.batches++;
-    }
-    for (const cb of cbs) {
-      try {
-        cb(err ? this.failed : undefined);
-      } catch (e) {
-        // The rest of the batch is still called back.
-        const report = this.onCallbackError;
-        if (report) report(e);
-        else
-          queueMicrotask(() => {
-            throw e;
-          });
-      }
-    }
-    if (this.pending.length && !this.scheduled) {
-      // Under load the next batch waits a moment, and takes only what was issued while this one
-      // was written; later writes wait for the batch after. Deliveries get that long to be
-      // acknowledged, and an acknowledgement drops its record's put (see take): no encoding,
-      // writing and compacting away of records that live for a few milliseconds.
-      this.cut = this.pending.length;
-      this.cutCbs = this.pendingCbs.length;
-      this.scheduled = true;
-      setTimeout(this.flush, BATCH_GAP_MS);
-    }
-  }
-
-  private async write(pending: (Op | ClearOp)[]): Promise<void> {
-    let ops: Op[];
-    if (pending.some((op) => op.type === 'clear')) {
-      // A clear covers what is on disk (every earlier batch is written) and what this batch put
-      // before it; puts after it stay, so ops keep their order.
-      ops = [];
-      for (let i = 0; i < pending.length; i++) {
-        const op = pending[i];
-        if (op.type !== 'clear') {
-          ops.push(op);
-          continue;
-        }
-        const keys = new Set<string>();
-        for await (const key of this.db.keys({ gte: op.gte, lt: op.lt })) keys.add(key);
-        for (let j = 0; j < i; j++) {
-          const prev = pending[j];
-          if (prev.type === 'put' && prev.key >= op.gte && prev.key < op.lt) keys.add(prev.key);
-        }
-        for (const key of keys) ops.push({ type: 'del', key });
-      }
-    } else {
-      ops = pending as Op[];
-    }
-    // A chained batch: measured about 4x faster here than db.batch(array), which clones every op.
-    const batch = this.db.batch();
-    for (const op of ops) {
-      if (op.type === 'put') batch.put(op.key, op.value);
-      else batch.del(op.key);
-    }
-    await batch.write({ sync: this.sync });
-    this.opsCount += ops.length;
+    this.writer.push({ type: 'del', key });
   }
 
   whenDurable(cb: (err?: Error) => void): void {
-    if (this.failed) cb(this.failed);
-    else if (this.pending.length) this.pendingCbs.push(cb);
-    else if (this.inflight) this.inflight.cbs.push(cb);
-    else cb();
+    this.writer.whenDurable(cb);
   }
 
   /** Resolves once every mutation issued so far is written, so a read observes them. */
   private written(): Promise<void> | undefined {
-    if (this.failed) return Promise.reject(this.failed);
+    if (this.writer.failed) return Promise.reject(this.writer.failed);
     if (this.state !== 'open') return Promise.reject(new Error(`LevelPersistence(${this.dir}) is not open`));
-    if (!this.pending.length && !this.inflight) return undefined;
-    return new Promise((resolve, reject) => this.whenDurable((err) => (err ? reject(err) : resolve())));
+    if (this.writer.idle) return undefined;
+    return new Promise((resolve, reject) =>
+      this.writer.whenDurable((err) => (err ? reject(err) : resolve())),
+    );
   }
 
   // ---- sessions ------------------------------------------------------------------------------
@@ -714,25 +216,14 @@ export class LevelPersistence implements Persistence {
     checkName('clientId', clientId);
     this.del(sessionKey(clientId));
     this.del(willKey(clientId));
-    const idx = this.outIndex.get(clientId);
-    if (idx) {
-      this.outIndex.delete(clientId);
-      for (const ref of idx.values()) {
-        ref.pending = false;
-        ref.rec = null;
-        if (ref.stored) this.del(refKey(ref));
-        this.release(ref.id);
-      }
-    }
-    this.pending.push({ type: 'clear', ...range('u', clientId) }, { type: 'clear', ...range('i', clientId) });
-    this.schedule();
+    this.index.deleteClient(clientId);
+    this.writer.push({ type: 'clear', ...range('u', clientId) });
+    this.writer.push({ type: 'clear', ...range('i', clientId) });
   }
 
   async *listSessions(): AsyncIterable<SessionRecord> {
     await this.written();
-    for await (const value of this.db.values({ gte: `s${SEP}`, lt: `s${END}` })) {
-      yield JSON.parse(value) as SessionRecord;
-    }
+    for await (const value of this.db.values(prefixRange('s'))) yield JSON.parse(value) as SessionRecord;
   }
 
   // ---- subscriptions -------------------------------------------------------------------------
@@ -753,7 +244,7 @@ export class LevelPersistence implements Persistence {
 
   async *listSubscriptions(): AsyncIterable<{ clientId: string; sub: SubscriptionRecord }> {
     await this.written();
-    for await (const [key, value] of this.db.iterator({ gte: `u${SEP}`, lt: `u${END}` })) {
+    for await (const [key, value] of this.db.iterator(prefixRange('u'))) {
       const clientId = key.slice(2, key.indexOf(SEP, 2));
       yield { clientId, sub: JSON.parse(value) as SubscriptionRecord };
     }
@@ -763,76 +254,21 @@ export class LevelPersistence implements Persistence {
 
   putOutgoing(clientId: string, rec: OutgoingRecord): void {
     this.assertWritable();
-    let idx = this.outIndex.get(clientId);
-    if (!idx) {
-      checkName('clientId', clientId);
-      idx = new Map();
-      this.outIndex.set(clientId, idx);
-    }
-    const id = rec.message.id;
-    let ref = idx.get(rec.seq);
-    if (ref === undefined) {
-      checkSeq(rec.seq);
-      ref = { type: 'out', clientId, seq: rec.seq, id, rec, pending: false, stored: false, key: undefined };
-      idx.set(rec.seq, ref);
-      this.hold(rec.message);
-    } else if (ref.id !== id) {
-      const old = ref.id;
-      ref.id = id;
-      this.hold(rec.message);
-      this.release(old);
-    }
-    ref.rec = rec; // while pending, the newer record replaces the one not yet taken for writing
-    if (!ref.pending) {
-      ref.pending = true;
-      this.pending.push(ref);
-      this.schedule();
-    }
-  }
-
-  /** Adds one reference to a body; its first one stores it. */
-  private hold(msg: StoredMessage): void {
-    const body = this.refs.get(msg.id);
-    if (body) {
-      body.n++;
-      return;
-    }
-    const size = msg.payload.length + msg.topic.length;
-    const ref: BodyRef = { type: 'body', msg, n: 1, size, pending: true, stored: false };
-    this.refs.set(msg.id, ref);
-    this.pending.push(ref);
-    this.schedule();
-  }
-
-  /** Drops one reference to a body; deletes the body with its last reference. */
-  private release(id: string): void {
-    const body = this.refs.get(id);
-    if (body === undefined) return;
-    if (--body.n > 0) return;
-    this.refs.delete(id);
-    body.pending = false;
-    body.msg = null;
-    if (body.stored) this.del(bodyKey(id));
+    checkSeq(rec.seq);
+    this.index.put(clientId, rec);
   }
 
   deleteOutgoing(clientId: string, seq: number): void {
     this.assertWritable();
-    const idx = this.outIndex.get(clientId);
-    const ref = idx?.get(seq);
-    if (idx === undefined || ref === undefined) return;
-    idx.delete(seq);
-    if (idx.size === 0) this.outIndex.delete(clientId);
-    ref.pending = false;
-    ref.rec = null;
-    if (ref.stored) this.del(refKey(ref));
-    this.release(ref.id);
+    this.index.delete(clientId, seq);
   }
 
   outgoingBytes(clientId: string): number {
-    let n = 0;
-    const idx = this.outIndex.get(clientId);
-    if (idx) for (const ref of idx.values()) n += this.refs.get(ref.id)?.size ?? 0;
-    return n;
+    return this.index.bytes(clientId);
+  }
+
+  backlogBytes(): number {
+    return this.index.pendingBytes;
   }
 
   async getOutgoing(clientId: string, limit?: number, after?: number): Promise<OutgoingRecord[]> {
@@ -862,14 +298,7 @@ export class LevelPersistence implements Persistence {
       const out: OutgoingRecord[] = [];
       for (const { seq, enc } of refs) {
         const message = bodies.get(enc.m);
-        if (!message) continue; // a body lost to damage: nothing to deliver
-        const rec: OutgoingRecord = { seq, state: enc.s, qos: enc.q, retain: enc.r, message };
-        if (enc.p !== undefined) rec.packetId = enc.p;
-        if (enc.i !== undefined) rec.subscriptionIds = enc.i;
-        if (enc.g !== undefined) rec.group = enc.g;
-        if (enc.a !== undefined) rec.attempts = enc.a;
-        if (enc.u !== undefined) rec.dup = enc.u;
-        out.push(rec);
+        if (message) out.push(outgoingFrom(seq, enc, message)); // none: a body lost to damage
       }
       return out;
     } finally {
@@ -910,9 +339,8 @@ export class LevelPersistence implements Persistence {
 
   async *listRetained(): AsyncIterable<StoredMessage> {
     await this.written();
-    for await (const value of this.db.values({ gte: `r${SEP}`, lt: `r${END}` })) {
+    for await (const value of this.db.values(prefixRange('r')))
       yield decodeMessage(JSON.parse(value) as EncodedMessage);
-    }
   }
 
   // ---- wills ---------------------------------------------------------------------------------
@@ -920,11 +348,7 @@ export class LevelPersistence implements Persistence {
   putWill(rec: WillRecord): void {
     this.assertWritable();
     checkName('clientId', rec.clientId);
-    const enc: EncodedWill = { message: encodeMessage(rec.message) };
-    if (rec.fireAt !== undefined) enc.fireAt = rec.fireAt;
-    if (rec.delay !== undefined) enc.delay = rec.delay;
-    if (rec.expiryInterval !== undefined) enc.expiryInterval = rec.expiryInterval;
-    this.put(willKey(rec.clientId), JSON.stringify(enc));
+    this.put(willKey(rec.clientId), encodeWill(rec));
   }
 
   deleteWill(clientId: string): void {
@@ -935,14 +359,8 @@ export class LevelPersistence implements Persistence {
 
   async *listWills(): AsyncIterable<WillRecord> {
     await this.written();
-    for await (const [key, value] of this.db.iterator({ gte: `w${SEP}`, lt: `w${END}` })) {
-      const enc = JSON.parse(value) as EncodedWill;
-      const rec: WillRecord = { clientId: key.slice(2), message: decodeMessage(enc.message) };
-      if (enc.fireAt !== undefined) rec.fireAt = enc.fireAt;
-      if (enc.delay !== undefined) rec.delay = enc.delay;
-      if (enc.expiryInterval !== undefined) rec.expiryInterval = enc.expiryInterval;
-      yield rec;
-    }
+    for await (const [key, value] of this.db.iterator(prefixRange('w')))
+      yield decodeWill(key.slice(2), value);
   }
 
   // ---- shared subscription groups ------------------------------------------------------------
@@ -951,14 +369,7 @@ export class LevelPersistence implements Persistence {
     this.assertWritable();
     checkName('group', group);
     checkSeq(rec.seq);
-    const enc: EncodedGroupMessage = { m: encodeMessage(rec.message), p: rec.priority, a: rec.attempts };
-    if (rec.dueAt !== undefined) enc.d = rec.dueAt;
-    if (rec.lastReason !== undefined) enc.c = rec.lastReason;
-    if (rec.lastMember !== undefined) enc.l = rec.lastMember;
-    if (rec.dup !== undefined) enc.u = rec.dup;
-    if (rec.member !== undefined) enc.t = rec.member;
-    if (rec.packetId !== undefined) enc.n = rec.packetId;
-    this.put(groupKey(group, rec.seq), JSON.stringify(enc));
+    this.put(groupKey(group, rec.seq), encodeGroupMessage(rec));
   }
 
   deleteGroupMessage(group: string, seq: number): void {
@@ -969,22 +380,9 @@ export class LevelPersistence implements Persistence {
 
   async *listGroupMessages(): AsyncIterable<{ group: string; rec: GroupMessageRecord }> {
     await this.written();
-    for await (const [key, value] of this.db.iterator({ gte: `g${SEP}`, lt: `g${END}` })) {
+    for await (const [key, value] of this.db.iterator(prefixRange('g'))) {
       const group = key.slice(2, key.length - SEQ_WIDTH - 1);
-      const enc = JSON.parse(value) as EncodedGroupMessage;
-      const rec: GroupMessageRecord = {
-        seq: Number(key.slice(key.length - SEQ_WIDTH)),
-        message: decodeMessage(enc.m),
-        priority: enc.p,
-        attempts: enc.a,
-      };
-      if (enc.d !== undefined) rec.dueAt = enc.d;
-      if (enc.c !== undefined) rec.lastReason = enc.c;
-      if (enc.l !== undefined) rec.lastMember = enc.l;
-      if (enc.u !== undefined) rec.dup = enc.u;
-      if (enc.t !== undefined) rec.member = enc.t;
-      if (enc.n !== undefined) rec.packetId = enc.n;
-      yield { group, rec };
+      yield { group, rec: decodeGroupMessage(Number(key.slice(key.length - SEQ_WIDTH)), value) };
     }
   }
 
@@ -1015,23 +413,7 @@ export class LevelPersistence implements Persistence {
 
   async *listDedup(): AsyncIterable<DedupRecord> {
     await this.written();
-    for await (const [k, value] of this.db.iterator({ gte: `d${SEP}`, lt: `d${END}` })) {
-      const sep = k.indexOf(SEP, 2);
-      yield {
-        topic: k.slice(2, sep),
-        key: k.slice(sep + 1),
-        expiresAt: (JSON.parse(value) as { e: number }).e,
-      };
-    }
-    for await (const [k, value] of this.db.iterator({ gte: `k${SEP}`, lt: `k${END}` })) {
-      const a = k.indexOf(SEP, 2);
-      const b = k.indexOf(SEP, a + 1);
-      yield {
-        topic: k.slice(a + 1, b),
-        key: k.slice(b + 1),
-        expiresAt: (JSON.parse(value) as { e: number }).e,
-        publisher: k.slice(2, a),
-      };
-    }
+    for await (const [k, value] of this.db.iterator(prefixRange('d'))) yield decodeDedup(k, value, false);
+    for await (const [k, value] of this.db.iterator(prefixRange('k'))) yield decodeDedup(k, value, true);
   }
 }

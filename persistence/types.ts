@@ -176,6 +176,14 @@ export interface Persistence {
    * known without reading them: the broker bounds an offline session's queue with it across restarts.
    */
   outgoingBytes(clientId: string): number;
+  /**
+   * Optional, for a backend that writes behind: payload and topic bytes of the message bodies it
+   * was handed and has not yet taken for writing, which it holds in memory meanwhile (each body
+   * once); 0 once whenDurable has called back with nothing issued since. While it is over its
+   * bound the broker stops reading the publishers whose messages went only to persistence (a
+   * spilled or offline queue), so a slow disk cannot fill memory.
+   */
+  backlogBytes?(): number;
 
   /** Inbound QoS 2 packet ids received and not yet released by PUBREL. */
   addIncoming(clientId: string, packetId: number): void;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import mqtt from 'mqtt';
 import { describe, expect, it, vi } from 'vitest';
+import { STORE_BACKLOG } from '../broker/flow.js';
 import { type BrokerOptions, createBroker } from '../broker/index.js';
 import { LevelPersistence } from '../persistence/level.js';
 import { connect, onCleanup, startBroker } from './helpers.js';
@@ -367,6 +368,116 @@ describe('offline persistent sessions on LevelDB', () => {
     const ids = sub.got.map((p) => Number(p.split(':')[1]));
     expect(ids).toEqual(Array.from({ length: N }, (_, i) => i % 100));
     expect(a.broker.stats.messagesDropped).toBe(0);
+  }, 30000);
+
+  it('a queue that fills while a page is being read spills too: publishers are not held back, nothing is lost or reordered', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'heron-slowread-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    /** Reads of the session's queue finish only when the test lets them (a slow disk). */
+    class SlowReads extends LevelPersistence {
+      hold: Promise<void> | null = null;
+      reading: (() => void) | null = null;
+      override async getOutgoing(clientId: string, limit?: number, after?: number) {
+        const recs = await super.getOutgoing(clientId, limit, after);
+        if (this.hold) {
+          this.reading?.();
+          await this.hold;
+        }
+        return recs;
+      }
+    }
+    const store = new SlowReads({ dir });
+    const broker = createBroker({
+      port: 0,
+      host: '127.0.0.1',
+      logLevel: 'silent',
+      persistence: store,
+      maxInflight: 5,
+      maxQueued: 20,
+    });
+    await broker.listen();
+    onCleanup(() => broker.close());
+    const url = `mqtt://127.0.0.1:${broker.port()}`;
+    const clientId = uid('slowread');
+    const sub = await slowSubscriber(url, 'sr/t', { clientId, clean: false });
+    const pub = await connect(url);
+    expect((await flood(pub, 'sr/t', 'a', 100)).every((o) => o === null)).toBe(true);
+    const session = broker.sessions.get(clientId)!;
+    expect(session.loaded).toBe(false);
+    // The subscriber catches up with memory's queue; the page after it is read, and held.
+    let release!: () => void;
+    store.hold = new Promise<void>((r) => {
+      release = r;
+    });
+    const reading = new Promise<void>((r) => {
+      store.reading = r;
+    });
+    sub.fast();
+    await reading;
+    expect(session.resuming).toBe(true);
+    // Four times what memory's queue holds arrives meanwhile: every one is acknowledged at once.
+    expect((await flood(pub, 'sr/t', 'b', 80)).every((o) => o === null)).toBe(true);
+    expect(broker.stats.publishersWaiting).toBe(0);
+    expect(session.queued).toBeLessThanOrEqual(20);
+    store.hold = null;
+    release();
+    await vi.waitFor(() => expect(new Set(sub.got).size).toBe(180), { timeout: 10000 });
+    const firsts = sub.got.filter((p, i) => sub.got.indexOf(p) === i);
+    expect(firsts).toEqual([
+      ...Array.from({ length: 100 }, (_, i) => `a:${i}`),
+      ...Array.from({ length: 80 }, (_, i) => `b:${i}`),
+    ]);
+    expect(sub.got.length).toBe(180);
+    expect(broker.stats.messagesDropped).toBe(0);
+  }, 30000);
+
+  it('a spilled queue behind a slow disk: over the write backlog bound its publishers wait, and resume once it is written', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'heron-backlog-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    /** Reports a write backlog at its bound while `slow` is set (a disk that does not keep up). */
+    class SlowDisk extends LevelPersistence {
+      slow = false;
+      override backlogBytes(): number {
+        return this.slow ? STORE_BACKLOG : super.backlogBytes();
+      }
+    }
+    const store = new SlowDisk({ dir });
+    const broker = createBroker({
+      port: 0,
+      host: '127.0.0.1',
+      logLevel: 'silent',
+      persistence: store,
+      ...tight,
+    });
+    await broker.listen();
+    onCleanup(() => broker.close());
+    const url = `mqtt://127.0.0.1:${broker.port()}`;
+    const clientId = uid('backlog');
+    const sub = await slowSubscriber(url, 'bl/t', { clientId, clean: false });
+    const pub = await connect(url);
+    const other = await connect(url);
+    expect((await flood(pub, 'bl/t', 'a', 100)).every((o) => o === null)).toBe(true);
+    expect(broker.sessions.get(clientId)!.loaded).toBe(false);
+    store.slow = true;
+    let acked = 0;
+    const held = flood(pub, 'bl/t', 'b', 10).then((outcomes) => {
+      acked = outcomes.length;
+      return outcomes;
+    });
+    await vi.waitFor(() => expect(broker.stats.publishersWaiting).toBe(1));
+    // A publisher whose messages do not go to the spilled queue is not held back.
+    expect((await flood(other, 'elsewhere', 'c', 5)).every((o) => o === null)).toBe(true);
+    expect(acked).toBe(0);
+    store.slow = false;
+    expect((await held).every((o) => o === null)).toBe(true);
+    expect(broker.stats.publishersWaiting).toBe(0);
+    sub.fast();
+    await vi.waitFor(() => expect(new Set(sub.got).size).toBe(110), { timeout: 10000 });
+    const firsts = sub.got.filter((p, i) => sub.got.indexOf(p) === i);
+    expect(firsts).toEqual([
+      ...Array.from({ length: 100 }, (_, i) => `a:${i}`),
+      ...Array.from({ length: 10 }, (_, i) => `b:${i}`),
+    ]);
   }, 30000);
 
   it('its byte bound holds across a restart: beyond it messages are dropped and counted (drop-new)', async () => {
