@@ -1,20 +1,13 @@
 #!/usr/bin/env node
-// The `heron` command (package.json "bin"): subcommands, else the broker (broker/cli/main.ts).
-import { passwdMain } from '../plugins/password-file/passwd-cli.js';
-import { scramPasswdMain } from '../plugins/scram/credentials.js';
-import { checkConfigMain, main } from './cli/main.js';
-
+// The `heron` command (package.json "bin"): a subcommand, else the broker (broker/cli/main.ts).
+// Each is imported only when it runs: `heron passwd` does not load the broker.
 const [command, ...rest] = process.argv.slice(2);
+const exit = (code: number) => {
+  process.exitCode = code;
+};
 if (command === 'passwd')
-  passwdMain(rest).then((code) => {
-    process.exitCode = code;
-  });
+  import('../plugins/password-file/passwd-cli.js').then((m) => m.passwdMain(rest)).then(exit);
 else if (command === 'scram-passwd')
-  scramPasswdMain(rest).then((code) => {
-    process.exitCode = code;
-  });
-else if (command === 'check-config')
-  checkConfigMain(rest).then((code) => {
-    process.exitCode = code;
-  });
-else void main(process.argv.slice(2));
+  import('../plugins/scram/credentials.js').then((m) => m.scramPasswdMain(rest)).then(exit);
+else if (command === 'check-config') import('./cli/main.js').then((m) => m.checkConfigMain(rest)).then(exit);
+else void import('./cli/main.js').then((m) => m.main(process.argv.slice(2)));
