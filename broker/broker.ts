@@ -11,7 +11,14 @@ import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
-import { type BrokerOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import {
+  type BrokerOptions,
+  RELOADABLE,
+  type ReloadableOption,
+  type ResolvedOptions,
+  resolveOptions,
+} from './options.js';
+import { OverflowPolicies } from './overflow-policy.js';
 import { RC } from './reason-codes.js';
 import { reauthorizeSubscriptions } from './reauthorize.js';
 import { restoreState } from './restore.js';
@@ -22,10 +29,8 @@ import { BROKER_PUBLISHER, Dedup } from './shared/dedup.js';
 import { SharedGroups } from './shared/groups.js';
 import { longTimeout } from './timers.js';
 import { TopicLimits } from './topic-limits.js';
-import { listenTcp } from './transports/tcp.js';
-import { listenTls } from './transports/tls.js';
+import { listenerSpecs, startListener } from './transports/listeners.js';
 import type { Transport } from './transports/transport.js';
-import { listenWebSocket } from './transports/ws.js';
 import { WillScheduler } from './will.js';
 
 export interface BrokerEvents {
@@ -38,6 +43,13 @@ export interface BrokerEvents {
   subscribe: [clientId: string, subscription: SubscriptionRecord];
   /** A message was not delivered to a session (queue full, slow consumer, too large). */
   drop: [clientId: string | null, message: Message, reason: string];
+}
+
+/** What Broker.reload() changes besides re-reading plugin files. */
+export interface BrokerReload {
+  options?: Partial<Pick<BrokerOptions, ReloadableOption>>;
+  /** New options by plugin name, given to that plugin's onReload callbacks. */
+  pluginOptions?: ReadonlyMap<string, unknown>;
 }
 
 export interface PublishOptions {
@@ -105,6 +117,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly flow: Flow;
   /** 5.0 publishes refused with 0x97 under the `reject` policy. */
   publishesRejected = 0;
+  /** Each session's queue overflow policy (queueOverflow, queueOverflowByClient). */
+  readonly overflowPolicies: OverflowPolicies;
   /** maxTopicLevels / maxTopicLength, for every topic and filter. */
   readonly limits: TopicLimits;
   /** Limits against abusive clients (broker/client-limits.ts): connect rate, flapping, publish rate, their counters. */
@@ -130,6 +144,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // here belongs to none and is logged.
     this.persistence.onCallbackError ??= (err) =>
       this.log.error({ err }, 'exception in a persistence callback');
+    this.overflowPolicies = new OverflowPolicies(
+      this.options.queueOverflow,
+      this.options.queueOverflowByClient,
+    );
     this.limits = new TopicLimits(this.options.maxTopicLevels, this.options.maxTopicLength, this.log);
     this.clientLimits = new ClientLimits(this.options, this.log);
     this.retained = new RetainedStore(
@@ -184,14 +202,26 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /**
-   * Re-reads plugin configuration (each plugin's onReload; the CLI calls this on SIGHUP). New
-   * checks use what was reloaded at once, and every session's existing subscriptions are asked
-   * about again: one no longer granted is removed. Rejects, after all that, when a reload failed.
+   * Re-reads plugin configuration (each plugin's onReload; the CLI calls this on SIGHUP) and applies
+   * what `update` changes: the RELOADABLE options (others are ignored: they need a restart) and new
+   * options for named plugins (passed to their onReload). New checks use what was reloaded at once,
+   * and every session's existing subscriptions are asked about again: one no longer granted is
+   * removed. Rejects, after all that, when a reload failed.
    */
-  async reload(): Promise<void> {
+  async reload(update: BrokerReload = {}): Promise<void> {
+    const given = update.options ?? {};
+    const keys = (Object.keys(given) as ReloadableOption[]).filter((k) => RELOADABLE.includes(k));
+    // Clamped as at construction: resolveOptions fills the rest, which is not used.
+    const resolved = resolveOptions(given);
+    const target = this.options as Record<ReloadableOption, unknown>;
+    for (const k of keys) target[k] = resolved[k];
+    if (keys.includes('logLevel')) {
+      this.log.level = this.options.logLevel;
+      this.plugins.setLogLevel(this.options.logLevel);
+    }
     let failed: unknown;
     try {
-      await this.plugins.reload();
+      await this.plugins.reload(update.pluginOptions);
     } catch (err) {
       failed = err;
     }
@@ -206,42 +236,31 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return this.started;
   }
 
-  /** Starts the configured listeners. */
+  /** Starts the configured listeners (broker/transports/listeners.ts). */
   async listen(): Promise<this> {
     await this.start();
     const o = this.options;
-    const starts: Promise<Transport>[] = [];
-    if (o.port !== null) starts.push(listenTcp(this, o.port, o.host));
     if (o.tlsIdentityAsUsername && o.tls && !o.tls.ca)
       this.log.warn(
         'tlsIdentityAsUsername without a tls CA: no certificate is asked for, every TLS client is refused',
       );
-    // The CONNECT timeout also bounds the TLS handshake and the WebSocket upgrade before it.
-    const handshakeTimeout = o.connectTimeout * 1000;
-    if (o.tls && o.tlsPort !== null) starts.push(listenTls(this, o.tlsPort, o.host, o.tls, handshakeTimeout));
-    const ws = {
-      host: o.host,
-      path: o.wsPath,
-      trustProxy: o.wsTrustProxy,
-      trustedProxies: o.wsTrustedProxies,
-      allowedOrigins: o.wsAllowedOrigins,
-      handshakeTimeout,
-      maxPayload: o.maxPacketSize,
-    };
-    if (o.wsPort !== null) starts.push(listenWebSocket(this, { ...ws, port: o.wsPort }));
-    if (o.tls && o.wssPort !== null)
-      starts.push(listenWebSocket(this, { ...ws, port: o.wssPort, tls: o.tls }));
-    const results = await Promise.allSettled(starts);
+    const specs = listenerSpecs(o);
+    const results = await Promise.allSettled(specs.map((spec) => startListener(this, spec)));
     for (const r of results) if (r.status === 'fulfilled') this.transports.push(r.value);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) {
       await this.close();
       throw failed.reason;
     }
-    for (const t of this.transports) {
-      const path = t.name === 'ws' || t.name === 'wss' ? o.wsPath : undefined;
-      this.log.info({ transport: t.name, host: o.host ?? '::', port: t.port, path }, 'listening');
-    }
+    results.forEach((r, i) => {
+      if (r.status !== 'fulfilled') return;
+      const { host, path, settings } = specs[i];
+      const t = r.value;
+      this.log.info(
+        { transport: t.name, listener: settings?.name, host: host ?? '::', port: t.port, path },
+        'listening',
+      );
+    });
     return this;
   }
 

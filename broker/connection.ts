@@ -9,6 +9,7 @@ import { dispatch } from './handlers/index.js';
 import type { Message } from './message.js';
 import { RC } from './reason-codes.js';
 import { strictParser } from './strict-parser.js';
+import type { ListenerSettings } from './transports/listeners.js';
 import { checkArriving, packetSize, parseError } from './violations.js';
 
 /** What the transport knows about a connection; kept on it for logs and hooks. */
@@ -17,6 +18,8 @@ export interface ConnectionInfo {
   remoteAddress?: string;
   remotePort?: number;
   certificateSubject?: Record<string, string | string[]>;
+  /** Set for listeners from BrokerOptions.listeners: their own settings apply at CONNECT. */
+  listener?: ListenerSettings;
 }
 
 /** A will as given in CONNECT, waiting for the connection to end. */

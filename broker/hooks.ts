@@ -51,7 +51,11 @@ export class PluginHost {
     onSubscribe: [],
   };
   private readonly closers: { plugin: string; fn: () => void | Promise<void> }[] = [];
-  private readonly reloaders: { plugin: string; fn: () => void | Promise<void> }[] = [];
+  private readonly reloaders: { plugin: string; fn: (options: unknown) => void | Promise<void> }[] = [];
+  /** Each plugin's options as last given (setup, then reloads): what its onReload is passed. */
+  private readonly options = new Map<string, unknown>();
+  /** Plugins' child loggers, which do not follow the broker logger's level by themselves. */
+  private readonly loggers: Logger[] = [];
 
   constructor(
     private readonly broker: Broker,
@@ -78,6 +82,7 @@ export class PluginHost {
       const [plugin, options] = Array.isArray(entry)
         ? (entry as readonly [Plugin, unknown])
         : [entry as Plugin, undefined];
+      this.options.set(plugin.name, options);
       try {
         await plugin.setup(this.api(plugin.name), options);
       } catch (err) {
@@ -87,11 +92,22 @@ export class PluginHost {
     }
   }
 
+  private childLogger(name: string): Logger {
+    const child = this.log.child({ plugin: name });
+    this.loggers.push(child);
+    return child;
+  }
+
+  /** Broker.reload() changed the log level: the plugins' loggers follow. */
+  setLogLevel(level: string): void {
+    for (const l of this.loggers) l.level = level;
+  }
+
   private api(name: string): PluginApi {
     const broker = this.broker;
     return {
       name,
-      log: this.log.child({ plugin: name }),
+      log: this.childLogger(name),
       addHooks: (hooks) => this.add(name, hooks),
       addAuthMethod: (method, impl) => {
         if (typeof method !== 'string' || method === '')
@@ -130,14 +146,15 @@ export class PluginHost {
   }
 
   /**
-   * Every plugin's onReload callbacks, in registration order, each run even when one before
-   * failed; rejects with the failures (each naming its plugin) when there are any.
+   * Every plugin's onReload callbacks, in registration order, each given its plugin's options
+   * (newOptions' where it names the plugin), each run even when one before failed; rejects with the failures (each naming its plugin) when there are any.
    */
-  async reload(): Promise<void> {
+  async reload(newOptions?: ReadonlyMap<string, unknown>): Promise<void> {
+    for (const [plugin, o] of newOptions ?? []) if (this.options.has(plugin)) this.options.set(plugin, o);
     const failures: Error[] = [];
     for (const { plugin, fn } of this.reloaders) {
       try {
-        await fn();
+        await fn(this.options.get(plugin));
       } catch (err) {
         failures.push(
           new Error(`plugin ${plugin}: reload failed: ${(err as Error).message}`, { cause: err }),

@@ -28,9 +28,23 @@ export {
   type PersistenceFactoryOptions,
 } from '../plugins/load-persistence.js';
 export type { ClientInfo, Hooks } from '../plugins/types.js';
-export { Broker, type BrokerEvents, type BrokerStats, createBroker, type PublishOptions } from './broker.js';
+export {
+  Broker,
+  type BrokerEvents,
+  type BrokerReload,
+  type BrokerStats,
+  createBroker,
+  type PublishOptions,
+} from './broker.js';
 export type { ConnectionInfo } from './connection.js';
 export type { Message } from './message.js';
-export type { BrokerOptions } from './options.js';
+export {
+  type BrokerOptions,
+  type QueueOverflow,
+  type QueueOverflowRule,
+  RELOADABLE,
+  type ReloadableOption,
+} from './options.js';
 export { RC } from './reason-codes.js';
 export type { ShareStrategy } from './shared/strategies.js';
+export type { ListenerOptions, ListenerType } from './transports/listeners.js';

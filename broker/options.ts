@@ -4,6 +4,7 @@ import type { Persistence } from '../persistence/types.js';
 import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
+import { checkListeners, type ListenerOptions } from './transports/listeners.js';
 import type { TlsOptions } from './transports/tls.js';
 import { trustedProxies } from './transports/ws-checks.js';
 
@@ -39,6 +40,11 @@ export interface BrokerOptions {
   tlsPort?: number | null;
   /** WSS port when tls is set. Default 8084; null disables. */
   wssPort?: number | null;
+  /**
+   * More listeners, each with its own port, host, TLS files and allowAnonymous
+   * (broker/transports/listeners.ts); started as well as those of the port options above.
+   */
+  listeners?: ListenerOptions[];
   /** State backend; defaults to in-memory. */
   persistence?: Persistence;
   logger?: Logger;
@@ -67,6 +73,11 @@ export interface BrokerOptions {
   maxMemory?: number;
   /** What happens to a QoS 1/2 message that a full queue cannot take (README "Flow control and overload"). */
   queueOverflow?: QueueOverflow;
+  /**
+   * The overflow policy by client id: a session takes the policy of the first rule whose `match`
+   * (`*` = any run of characters, the rest literal) is its whole client id, else queueOverflow.
+   */
+  queueOverflowByClient?: QueueOverflowRule[];
   /**
    * Seconds a subscriber holding publishers back may go without progress (an acknowledgement)
    * before it is disconnected (clean session) or spilled to persistence (persistent session).
@@ -149,8 +160,39 @@ export interface BrokerOptions {
 
 export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
 export type QueueOverflow = (typeof QUEUE_OVERFLOW)[number];
+export interface QueueOverflowRule {
+  match: string;
+  policy: QueueOverflow;
+}
 
-type Listeners = 'port' | 'host' | 'wsPort' | 'tls' | 'tlsPort' | 'wssPort' | 'wsAllowedOrigins';
+/**
+ * Options Broker.reload() changes on a running broker: each is read where it is used (a new
+ * connection, a queue check, the sweep), so a new value is safe at any moment. Every other option
+ * needs a restart.
+ */
+export const RELOADABLE = [
+  'logLevel',
+  'maxInflight',
+  'maxQueued',
+  'maxQueuedBytes',
+  'maxKeepalive',
+  'connectTimeout',
+  'maxConnections',
+  'maxClientIdLength',
+  'maxSessionExpiry',
+  'shareQueueMax',
+] as const;
+export type ReloadableOption = (typeof RELOADABLE)[number];
+
+type Listeners =
+  | 'port'
+  | 'host'
+  | 'wsPort'
+  | 'tls'
+  | 'tlsPort'
+  | 'wssPort'
+  | 'wsAllowedOrigins'
+  | 'listeners';
 
 export type ResolvedOptions = Required<
   Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
@@ -164,6 +206,7 @@ export type ResolvedOptions = Required<
   tlsPort: number | null;
   wssPort: number | null;
   wsAllowedOrigins: string[] | undefined;
+  listeners: ListenerOptions[];
 };
 
 export const DEFAULTS = {
@@ -227,12 +270,17 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     tls: o.tls,
     tlsPort: o.tls ? (o.tlsPort === undefined ? DEFAULTS.tlsPort : o.tlsPort) : null,
     wssPort: o.tls ? (o.wssPort === undefined ? DEFAULTS.wssPort : o.wssPort) : null,
+    listeners: validListeners(o.listeners ?? [], o.tls),
     logLevel: o.logLevel ?? DEFAULTS.logLevel,
     maxInflight: clamp(o.maxInflight ?? DEFAULTS.maxInflight, 1, 65535),
     maxQueued: Math.max(0, o.maxQueued ?? DEFAULTS.maxQueued),
     maxQueuedBytes: Math.max(0, o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes),
     maxMemory: Math.max(0, o.maxMemory ?? defaultMaxMemory()),
     queueOverflow: oneOf(o.queueOverflow ?? DEFAULTS.queueOverflow, QUEUE_OVERFLOW, 'queueOverflow'),
+    queueOverflowByClient: (o.queueOverflowByClient ?? []).map((r, i) => ({
+      match: String(r.match),
+      policy: oneOf(r.policy, QUEUE_OVERFLOW, `queueOverflowByClient[${i}].policy`),
+    })),
     stuckTimeout: Math.max(0, o.stuckTimeout ?? DEFAULTS.stuckTimeout),
     receiveMaximum: clamp(o.receiveMaximum ?? DEFAULTS.receiveMaximum, 1, 65535),
     maxPacketSize: clamp(o.maxPacketSize ?? DEFAULTS.maxPacketSize, 64, 268435460),
@@ -277,6 +325,11 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     maxSharedGroupsPerClient: count(o.maxSharedGroupsPerClient ?? DEFAULTS.maxSharedGroupsPerClient),
     maxConnectSize: Math.max(64, Math.floor(o.maxConnectSize ?? DEFAULTS.maxConnectSize)),
   };
+}
+
+function validListeners(list: ListenerOptions[], tls: TlsOptions | undefined): ListenerOptions[] {
+  checkListeners(list, tls);
+  return list.map((l) => ({ ...l }));
 }
 
 /** Checked here, so a bad entry fails createBroker() rather than listen(). */

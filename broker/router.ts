@@ -133,8 +133,10 @@ export class Router {
   }
 
   private anyFull(targets: Session[], groups: ShareGroup[] | undefined): boolean {
-    for (const s of targets) if (s.matchQos > 0 && !s.canTake()) return true;
-    if (groups) for (const g of groups) if (g.full()) return true;
+    for (const s of targets) if (s.overflowPolicy === 'reject' && s.matchQos > 0 && !s.canTake()) return true;
+    // A group's policy is the broker-wide one (it has no client id).
+    if (groups && this.shares.broker.options.queueOverflow === 'reject')
+      for (const g of groups) if (g.full()) return true;
     return false;
   }
 

@@ -3,6 +3,7 @@ import type { Broker } from './broker.js';
 import type { Connection } from './connection.js';
 import { Gate, type GateOwner } from './flow.js';
 import { type Message, sizeOf } from './message.js';
+import type { QueueOverflow } from './options.js';
 
 /** Shared by sessions with nothing in flight; never written: replaced on first use. */
 export const NO_INFLIGHT = new Map<number, OutgoingRecord>();
@@ -44,10 +45,15 @@ export abstract class SessionQueue implements GateOwner {
   /** What publishers wait on while this session's queue is full (created on first overflow). */
   gate: Gate | undefined;
 
+  /** This session's queue overflow policy, resolved once from its client id. */
+  readonly overflowPolicy: QueueOverflow;
+
   constructor(
     readonly broker: Broker,
     readonly clientId: string,
-  ) {}
+  ) {
+    this.overflowPolicy = broker.overflowPolicies.for(clientId);
+  }
 
   /** A session with a non-zero expiry outlives its connection and is written to persistence. */
   abstract get persistent(): boolean;
@@ -80,7 +86,7 @@ export abstract class SessionQueue implements GateOwner {
 
   /** A full queue in memory may continue in persistence (the policies that promise no loss). */
   protected spillable(): boolean {
-    const policy = this.broker.options.queueOverflow;
+    const policy = this.overflowPolicy;
     return this.persistent && (policy === 'backpressure' || policy === 'reject');
   }
 
@@ -110,7 +116,7 @@ export abstract class SessionQueue implements GateOwner {
     const broker = this.broker;
     const flow = broker.flow;
     flow.overflows++;
-    const policy = broker.options.queueOverflow;
+    const policy = this.overflowPolicy;
     if (policy === 'drop-new') {
       broker.dropped(this, msg, 'queue full');
       return false;

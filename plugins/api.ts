@@ -101,10 +101,12 @@ export interface PluginApi {
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**
-   * Runs at broker.reload() (the CLI calls it on SIGHUP): re-read configuration such as files. A
-   * failure (throw, rejection) should keep what was loaded before; it is reported by reload().
+   * Runs at broker.reload() (the CLI calls it on SIGHUP): re-read configuration such as files.
+   * `options` are the plugin's options: those given at setup, or new ones when the configuration
+   * changed them (the CLI's config file). A failure (throw, rejection) should keep what was loaded
+   * before; it is reported by reload().
    */
-  onReload(fn: () => void | Promise<void>): void;
+  onReload(fn: (options: unknown) => void | Promise<void>): void;
 }
 
 export interface Plugin<Options = unknown> {

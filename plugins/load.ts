@@ -20,6 +20,11 @@ export async function loadPlugin(spec: string, cwd = process.cwd()): Promise<[Pl
       throw new Error(`--plugin ${where}: options are not JSON: ${(err as Error).message}`);
     }
   }
+  return [await loadPluginModule(where, cwd), options];
+}
+
+/** Loads a plugin module by path (resolved against cwd) or package name: its default export. */
+export async function loadPluginModule(where: string, cwd = process.cwd()): Promise<Plugin> {
   const isPath = where.startsWith('.') || isAbsolute(where);
   const target = isPath ? pathToFileURL(resolve(cwd, where)).href : where;
   let mod: { default?: unknown };
@@ -32,5 +37,5 @@ export async function loadPlugin(spec: string, cwd = process.cwd()): Promise<[Pl
   if (typeof plugin?.name !== 'string' || typeof plugin.setup !== 'function') {
     throw new Error(`--plugin ${where}: the default export is not a plugin (definePlugin({ name, setup }))`);
   }
-  return [plugin as Plugin, options];
+  return plugin as Plugin;
 }

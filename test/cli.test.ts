@@ -3,103 +3,18 @@
  * builds with `tsc` before vitest runs): flags, the pino JSON log on stdout, a real client
  * session, and a clean SIGTERM shutdown.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../broker/options.js';
+import { CLI, output, run } from './cli-run.js';
 import { connect, connectPacket, nextMessages, onCleanup, once, QUIET_CLI, RawClient } from './helpers.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
-const SOURCE = fileURLToPath(new URL('../broker/cli.ts', import.meta.url));
-
-interface LogLine {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
-
-interface Run {
-  child: ChildProcess;
-  lines: LogLine[];
-  stderr: () => string;
-  /** Resolves with the first stdout JSON line matching, already seen or still to come. */
-  line: (pred: (l: LogLine) => boolean) => Promise<LogLine>;
-  /** Resolves once the process has exited and its output is fully read. */
-  done: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function run(args: string[]): Run {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  onCleanup(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const lines: LogLine[] = [];
-  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
-  let stdoutText = '';
-  let stderrText = '';
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    stdoutText += `${text}\n`;
-    let l: LogLine;
-    try {
-      l = JSON.parse(text);
-    } catch {
-      return; // --help and the like are plain text
-    }
-    lines.push(l);
-    for (const w of [...waiters]) {
-      if (w.pred(l)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    stderrText += d.toString();
-  });
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => resolve({ code, signal })),
-  );
-  return {
-    child,
-    lines,
-    stderr: () => stderrText,
-    line: (pred) => {
-      const seen = lines.find(pred);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        waiters.push({ pred, resolve });
-        void done.then(() =>
-          reject(
-            new Error(`exited before the expected log line; stdout:\n${stdoutText}\nstderr:\n${stderrText}`),
-          ),
-        );
-      });
-    },
-    done,
-  };
-}
-
-/** stdout of a run that ends by itself. */
-async function output(args: string[]) {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const code = await once<number | null>(child, 'close');
-  return { code, stdout, stderr };
-}
+const SOURCE = fileURLToPath(new URL('../broker/cli/flags.ts', import.meta.url));
 
 /** Every flag FLAGS declares in broker/cli.ts (its top-level keys). */
 function declaredFlags(): string[] {

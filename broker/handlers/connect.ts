@@ -164,9 +164,18 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   // credentials: 0x86 / 0x04.
   // With an enhanced-authentication method registered, a client that uses none gets in only when
   // a hook allows it (or allowAnonymous is set true): registering one configures authentication.
-  if (outcome === UNDECIDED && broker.plugins.authMethods.size > 0 && opts.allowAnonymous !== true)
+  // A listener's own allowAnonymous (BrokerOptions.listeners) stands in for the broker's.
+  const listenerAnonymous = conn.info.listener?.allowAnonymous;
+  if (
+    outcome === UNDECIDED &&
+    broker.plugins.authMethods.size > 0 &&
+    (listenerAnonymous ?? opts.allowAnonymous) !== true
+  )
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'enhanced authentication required');
-  if (anonymous && (outcome === DENY || (outcome === UNDECIDED && !broker.anonymousAllowed)))
+  if (
+    anonymous &&
+    (outcome === DENY || (outcome === UNDECIDED && !(listenerAnonymous ?? broker.anonymousAllowed)))
+  )
     return refuse(CONNACK_V4.NOT_AUTHORIZED, RC.NOT_AUTHORIZED, 'anonymous access refused');
   const authConfigured = broker.plugins.authenticate.length > 0 || broker.plugins.authMethods.size > 0;
   if (outcome === DENY || (outcome === UNDECIDED && !anonymous && authConfigured))

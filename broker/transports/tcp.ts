@@ -1,10 +1,16 @@
 import { createServer, type Server, Socket } from 'node:net';
 import type { Broker } from '../broker.js';
 import type { Connection } from '../connection.js';
+import type { ListenerSettings } from './listeners.js';
 import { listen, type Transport } from './transport.js';
 
 /** MQTT over plain TCP: each socket goes straight to the broker's stream handler. */
-export async function listenTcp(broker: Broker, port: number, host?: string): Promise<Transport> {
+export async function listenTcp(
+  broker: Broker,
+  port: number,
+  host?: string,
+  listener?: ListenerSettings,
+): Promise<Transport> {
   const server: Server = createServer({ pauseOnConnect: true }, (accepted) => {
     let conn: Connection | undefined;
     const socket =
@@ -16,6 +22,7 @@ export async function listenTcp(broker: Broker, port: number, host?: string): Pr
       transport: 'tcp',
       remoteAddress: socket.remoteAddress,
       remotePort: socket.remotePort,
+      listener,
     });
   });
   const boundPort = await listen(server, port, host);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type TlsOptions as NodeTlsOptions, type TLSSocket } from 'node:tls';
 import type { Broker } from '../broker.js';
+import type { ListenerSettings } from './listeners.js';
 import { listen, type Transport } from './transport.js';
 
 export interface TlsOptions {
@@ -54,6 +55,7 @@ export async function listenTls(
   host: string | undefined,
   o: TlsOptions,
   handshakeTimeout: number,
+  listener?: ListenerSettings,
 ): Promise<Transport> {
   const server = createServer({ ...tlsServerOptions(o), handshakeTimeout }, (socket) => {
     socket.setNoDelay(true);
@@ -62,6 +64,7 @@ export async function listenTls(
       remoteAddress: socket.remoteAddress,
       remotePort: socket.remotePort,
       certificateSubject: certificateSubject(socket),
+      listener,
     });
   });
   // A failed handshake is the client's problem, not the broker's.

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { Broker } from '../broker.js';
+import type { ListenerSettings } from './listeners.js';
 import { certificateSubject, type TlsOptions, tlsServerOptions } from './tls.js';
 import { listen, type Transport } from './transport.js';
 import { forwardedFor, normalizeOrigin, originAllowed, trustedProxies } from './ws-checks.js';
@@ -25,6 +26,8 @@ export interface WebSocketListenOptions {
   /** Serve WSS instead of WS. */
   tls?: TlsOptions;
   maxPayload: number;
+  /** The listener's own settings, for listeners from BrokerOptions.listeners. */
+  listener?: ListenerSettings;
 }
 
 /** Subprotocols MQTT clients offer: "mqtt" (3.1.1 and 5.0) and the legacy "mqttv3.1". */
@@ -99,6 +102,7 @@ export async function listenWebSocket(broker: Broker, o: WebSocketListenOptions)
         remoteAddress: forwarded ?? req.socket.remoteAddress,
         remotePort: forwarded ? undefined : req.socket.remotePort,
         certificateSubject: tlsSocket ? certificateSubject(tlsSocket) : undefined,
+        listener: o.listener,
       });
     });
   });

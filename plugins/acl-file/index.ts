@@ -6,6 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { definePlugin } from '../api.js';
+import { fileOption } from '../file-option.js';
 import type { ClientInfo } from '../types.js';
 import {
   type AclRules,
@@ -44,7 +45,7 @@ export default definePlugin<AclFileOptions>({
   async setup(api, options) {
     if (typeof options?.file !== 'string' || options.file === '')
       throw new TypeError('the "file" option (path of the ACL file) is required');
-    const path = options.file;
+    let path = options.file;
     let rules = await loadAcl(path);
     api.log.info({ rules: rules.size }, 'acl file loaded');
 
@@ -80,11 +81,14 @@ export default definePlugin<AclFileOptions>({
       authorizeDeliver: (client, topic) => (aclOf(client).read.allows(topic) ? 'allow' : 'deny'),
     });
 
-    api.onReload(async () => {
+    // New options (the config file's aclFile changed) may name another file.
+    api.onReload(async (next) => {
+      const file = fileOption(next) ?? path;
       try {
-        const next = await loadAcl(path);
+        const loaded = await loadAcl(file);
         users = new Map();
-        rules = next;
+        rules = loaded;
+        path = file;
       } catch (err) {
         api.log.error({ err }, 'acl file not reloaded; keeping the previous rules');
         throw err;

@@ -3,6 +3,7 @@
  * Mosquitto password file (plugins/password-file/passwords.ts), re-read on broker.reload().
  */
 import { definePlugin } from '../api.js';
+import { fileOption } from '../file-option.js';
 import { PasswordFile } from './passwords.js';
 
 export interface PasswordFileOptions {
@@ -15,7 +16,7 @@ export default definePlugin<PasswordFileOptions>({
   async setup(api, options) {
     if (typeof options?.file !== 'string' || options.file === '')
       throw new TypeError('the "file" option (path of the password file) is required');
-    const passwords = await PasswordFile.open(options.file);
+    let passwords = await PasswordFile.open(options.file);
     api.log.info({ users: passwords.size }, 'password file loaded');
     api.addHooks({
       // No user name: not ours to judge (allowAnonymous decides). A user name with a missing or
@@ -26,10 +27,13 @@ export default definePlugin<PasswordFileOptions>({
         return (await passwords.check(username, password)) ? 'allow' : 'deny';
       },
     });
-    api.onReload(async () => {
+    // New options (the config file's passwordFile changed) may name another file.
+    api.onReload(async (next) => {
+      const file = fileOption(next);
       try {
         // A file that fails to read or parse keeps the users loaded before.
-        await passwords.reload();
+        if (file !== undefined && file !== options.file) passwords = await PasswordFile.open(file);
+        else await passwords.reload();
       } catch (err) {
         api.log.error({ err }, 'password file not reloaded; keeping the previous one');
         throw err;

@@ -3,6 +3,7 @@
  * file of salted keys (credentials.ts), re-read on broker.reload().
  */
 import { definePlugin } from '../api.js';
+import { fileOption } from '../file-option.js';
 import { readScramFile } from './credentials.js';
 import { METHOD, scramMethod } from './server.js';
 
@@ -22,10 +23,14 @@ export default definePlugin<ScramOptions>({
       METHOD,
       scramMethod((user) => users.get(user)),
     );
-    api.onReload(async () => {
+    let path = options.file;
+    // New options (the config file's scramFile changed) may name another file.
+    api.onReload(async (next) => {
+      const file = fileOption(next) ?? path;
       try {
         // A file that fails to read or parse keeps the users loaded before.
-        users = await readScramFile(options.file);
+        users = await readScramFile(file);
+        path = file;
       } catch (err) {
         api.log.error({ err }, 'SCRAM credentials not reloaded; keeping the previous ones');
         throw err;
