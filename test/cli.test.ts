@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../broker/options.js';
-import { CLI, output, run } from './cli-run.js';
+import { CLI, output, run } from './cli-helpers.js';
 import { connect, connectPacket, nextMessages, onCleanup, once, QUIET_CLI, RawClient } from './helpers.js';
 
 const SOURCE = fileURLToPath(new URL('../broker/cli/flags.ts', import.meta.url));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { type LogLine, output, ROOT, run } from './cli-run.js';
+import { type LogLine, output, ROOT, run } from './cli-helpers.js';
 import { connect, nextMessages, QUIET_CLI, RawClient } from './helpers.js';
 
 let dir: string;
