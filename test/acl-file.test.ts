@@ -4,18 +4,16 @@
  * read, anonymous rules, reload (new rules at once; a file that fails to parse keeps the old ones),
  * and allowAnonymous with and without authentication.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { IConnackPacket, IPubackPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import { covers, matches, parseAcl, patternsFor } from '../plugins/acl-file/rules.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { formatPasswordFile, hashPassword } from '../plugins/password-file/passwords.js';
+import { run as runCli } from './cli-helpers.js';
 import { connectPacket, onCleanup, RawClient, startBroker } from './helpers.js';
 
 function tmp(): string {
@@ -250,25 +248,10 @@ describe('acl-file: reload', () => {
   it('the CLI: --acl-file is enforced and SIGHUP reloads it; a bad file keeps the old rules and logs the line', async () => {
     const file = join(tmp(), 'acl');
     writeFileSync(file, 'topic read a/#\n');
-    const cli = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
     const args = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--persistence', 'memory'];
-    const child = spawn(process.execPath, [cli, ...args, '--acl-file', file], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    onCleanup(() => child.kill('SIGKILL'));
-    const seen: Record<string, unknown>[] = [];
-    const waiters: (() => void)[] = [];
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      seen.push(JSON.parse(line));
-      for (const w of waiters.splice(0)) w();
-    });
-    const log = async (msg: string, transport?: string) => {
-      for (;;) {
-        const l = seen.find((x) => x.msg === msg && (transport === undefined || x.transport === transport));
-        if (l) return l;
-        await new Promise<void>((r) => waiters.push(r));
-      }
-    };
+    const { child, line } = runCli([...args, '--acl-file', file]);
+    const log = (msg: string, transport?: string) =>
+      line((x) => x.msg === msg && (transport === undefined || x.transport === transport));
     const port = (await log('listening', 'tcp')).port as number;
     const granted = async (filter: string) => {
       const c = await RawClient.connected(port, 5);

@@ -41,6 +41,18 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<TestBroker>
 }
 
 /** An mqtt.js client that does not reconnect by itself, ended after the test. */
+/** Resolves once the broker has seen this client's connection end (register before ending it). */
+export function disconnected(broker: Broker, clientId: string): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (c: { clientId: string }) => {
+      if (c.clientId !== clientId) return;
+      broker.off('clientDisconnect', on);
+      resolve();
+    };
+    broker.on('clientDisconnect', on);
+  });
+}
+
 export async function connect(url: string, opts: IClientOptions = {}): Promise<MqttClient> {
   const client = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts });
   onCleanup(() => client.endAsync(true));

@@ -4,12 +4,9 @@
  * delivery, a password that is not a JWT passing to the rest of the chain, and reloading the
  * secret / key files (a bad one keeps the keys in force).
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { exportJWK, exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
 import type { IConnackPacket, IConnectPacket, IPubackPacket, ISubackPacket, Packet } from 'mqtt-packet';
 import { pino } from 'pino';
@@ -17,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { definePlugin, type PluginApi, type PluginEntry, type Verdict } from '../plugins/api.js';
 import { covers, matches } from '../plugins/jwt/acl.js';
 import jwtPlugin, { type JwtOptions, TOKEN_EXPIRED_REASON } from '../plugins/jwt/index.js';
+import { run as runCli } from './cli-helpers.js';
 import { onCleanup, QUIET_CLI, RawClient, startBroker } from './helpers.js';
 
 const SECRET = 'correct horse battery staple';
@@ -400,24 +398,9 @@ describe('jwt reload from the CLI', () => {
     const token = async (k: CryptoKey, kid: string) =>
       Buffer.from(await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid }).sign(k));
     writeFileSync(jwksFile, await jwks(k1.publicKey, 'k1'));
-    const cli = fileURLToPath(new URL('../dist/broker/cli.js', import.meta.url));
-    const child = spawn(process.execPath, [cli, ...QUIET_CLI, '--jwks-file', jwksFile], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    onCleanup(() => child.kill('SIGKILL'));
-    const seen: Record<string, unknown>[] = [];
-    const waiters: (() => void)[] = [];
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      seen.push(JSON.parse(line));
-      for (const w of waiters.splice(0)) w();
-    });
-    const log = async (msg: string, transport?: string) => {
-      for (;;) {
-        const l = seen.find((x) => x.msg === msg && (transport === undefined || x.transport === transport));
-        if (l) return l;
-        await new Promise<void>((r) => waiters.push(r));
-      }
-    };
+    const { child, line } = runCli([...QUIET_CLI, '--jwks-file', jwksFile]);
+    const log = (msg: string, transport?: string) =>
+      line((x) => x.msg === msg && (transport === undefined || x.transport === transport));
     const port = (await log('listening', 'tcp')).port as number;
     const code = async (password: Buffer) => {
       const { code, client } = await connack(port, 5, { username: 'u', password });

@@ -11,12 +11,10 @@ import { join } from 'node:path';
 import type { IConnectPacket, IPublishPacket } from 'mqtt-packet';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { Broker } from '../broker/index.js';
 import { LevelPersistence } from '../persistence/level.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import { definePlugin, type Verdict } from '../plugins/api.js';
-import type { ClientInfo } from '../plugins/types.js';
-import { onCleanup, RawClient, startBroker } from './helpers.js';
+import { disconnected, onCleanup, RawClient, startBroker } from './helpers.js';
 import { collect } from './persistence.conformance.js';
 import { rawSubscribe, uid } from './spec-helpers.js';
 
@@ -48,17 +46,6 @@ function persistent(v: 4 | 5, clientId: string, username?: string): Partial<ICon
     ...(username !== undefined && { username }),
     ...(v === 5 && { properties: { sessionExpiryInterval: 3600 } }),
   };
-}
-
-function disconnected(broker: Broker, clientId: string): Promise<void> {
-  return new Promise((resolve) => {
-    const on = (c: ClientInfo) => {
-      if (c.clientId !== clientId) return;
-      broker.off('clientDisconnect', on);
-      resolve();
-    };
-    broker.on('clientDisconnect', on);
-  });
 }
 
 async function nextPublish(c: RawClient): Promise<IPublishPacket> {

@@ -14,8 +14,7 @@ import type { IConnectPacket, IPublishPacket, Packet } from 'mqtt-packet';
 import { describe, expect, it, vi } from 'vitest';
 import { type Broker, type BrokerOptions, MemoryPersistence } from '../broker/index.js';
 import { LevelPersistence } from '../persistence/level.js';
-import type { ClientInfo } from '../plugins/types.js';
-import { connect, onCleanup, startBroker, type TestBroker } from './helpers.js';
+import { connect, disconnected, onCleanup, startBroker, type TestBroker } from './helpers.js';
 import { collect } from './persistence.conformance.js';
 import { connectAck, Inbox, rawConnect, rawPublishes, rawSubscribe, uid } from './spec-helpers.js';
 
@@ -52,18 +51,6 @@ async function dataDir() {
       await current?.broker.close();
     },
   };
-}
-
-/** Resolves once the broker has seen this client's connection end (register before ending it). */
-function disconnected(broker: Broker, clientId: string): Promise<void> {
-  return new Promise((resolve) => {
-    const on = (c: ClientInfo) => {
-      if (c.clientId !== clientId) return;
-      broker.off('clientDisconnect', on);
-      resolve();
-    };
-    broker.on('clientDisconnect', on);
-  });
 }
 
 /** Ends an mqtt.js client normally and waits until the broker has seen it go. */
