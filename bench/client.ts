@@ -203,6 +203,21 @@ export class BenchClient {
     this.send(template.build(id, seq, sentAt));
   }
 
+  /**
+   * Writes one PUBLISH built from the template at once, in a socket write of its own (as a device
+   * sends a message); QoS 1/2 count in `inflight` until acked.
+   */
+  publishNow(template: PublishTemplate, seq: number, sentAt: number): void {
+    if (this.closed) return;
+    let id = 0;
+    if (template.qos > 0) {
+      id = this.allocId();
+      this.idState[id] = AWAIT_ACK;
+      this.inflight++;
+    }
+    if (!this.socket.write(template.build(id, seq, sentAt))) this.blocked = true;
+  }
+
   /** Queues bytes; everything queued in one loop iteration goes to the socket as one write. */
   send(buf: Buffer): void {
     if (this.closed) return;

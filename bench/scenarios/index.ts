@@ -5,6 +5,7 @@ import { passwordConnects } from './auth.js';
 import { fanIn, fanInTuned } from './fan-in.js';
 import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
+import { iotCommand2k, iotIngest2k, iotIngest2kShared, iotIngest10k, pacedFanOut } from './iot.js';
 import { latency } from './latency.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
 import { shared } from './shared.js';
@@ -18,6 +19,11 @@ export const scenarios: Scenario[] = [
   fanInTuned(1),
   fanInTuned(2),
   fanOut,
+  iotIngest2k,
+  iotIngest2kShared,
+  iotIngest10k,
+  iotCommand2k,
+  pacedFanOut,
   latency(0),
   latency(1),
   shared,
