@@ -401,6 +401,22 @@ export function aedes(root = projectRoot(), log: (line: string) => void = consol
   };
 }
 
+/** The floor reference (bench/floor-server.ts): a plain Node TCP server, not a broker. */
+export function floor(root = projectRoot()): BrokerSpec {
+  const script = join(root, 'dist', 'bench', 'floor-server.js');
+  return {
+    name: 'floor',
+    restartable: true,
+    async unavailable() {
+      return existsSync(script) ? null : `${script} not found (did the build succeed?)`;
+    },
+    async start() {
+      const port = await freePort(HOST);
+      return launch('floor', process.execPath, [script, String(port), HOST], HOST, port, root);
+    },
+  };
+}
+
 /** An already-running broker at a URL; pid (optional) enables CPU and RSS columns. */
 export function external(url: string, pid: number | null): BrokerSpec {
   const u = new URL(url);

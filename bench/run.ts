@@ -14,6 +14,7 @@ import {
   type BrokerHandle,
   type BrokerSpec,
   external,
+  floor,
   heron,
   mosquitto,
   projectRoot,
@@ -25,7 +26,8 @@ import { scenarios } from './scenarios/index.js';
 
 const HELP = `Usage: node dist/bench/run.js [options]
 
-  --brokers <list>    brokers to compare, comma-separated (default heron,mosquitto,aedes)
+  --brokers <list>    brokers to compare, comma-separated (default heron,mosquitto,aedes;
+                      also floor: a plain Node TCP server, the per-message floor)
   --url <mqtt://h:p>  benchmark only this already-running broker
   --pid <pid>         with --url: the broker's pid, for CPU and RSS figures
   --only <list>       scenario ids or prefixes, comma-separated: ${scenarios.map((s) => s.id).join(', ')}
@@ -89,6 +91,7 @@ async function main(): Promise<number> {
       heron: () => heron(root),
       mosquitto: () => mosquitto(),
       aedes: () => aedes(root),
+      floor: () => floor(root),
     };
     const names = (values.brokers ?? 'heron,mosquitto,aedes').split(',').map((s) => s.trim());
     const unknown = names.filter((n) => !known[n]);
