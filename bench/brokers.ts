@@ -259,12 +259,26 @@ const HERON_OPTIONAL_FLAGS: [string, string][] = [
   ['--ws-port', '0'],
 ];
 
-/** Heron, from the compiled dist/broker/cli.js. */
-export function heron(root = projectRoot()): BrokerSpec {
+/**
+ * The node flags `npm start` gives heron (package.json `scripts.start`: `… node <flags>
+ * dist/broker/cli.js`), so the bench runs it as it ships, V8 flags included.
+ */
+export function startNodeFlags(root: string): string[] {
+  try {
+    const start: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts?.start ?? '';
+    const m = /\bnode((?:\s+--?[\w-]+(?:=\S+)?)*)\s+dist\/broker\/cli\.js/.exec(start);
+    return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Heron, from the compiled dist/broker/cli.js, with the node flags of `npm start`. */
+export function heron(root = projectRoot(), name = 'heron'): BrokerSpec {
   const cli = join(root, 'dist', 'broker', 'cli.js');
   let extraArgs: string[] | null = null;
   return {
-    name: 'heron',
+    name,
     restartable: true,
     async unavailable() {
       if (!existsSync(cli)) return `${cli} not found (did the build succeed?)`;
@@ -281,8 +295,13 @@ export function heron(root = projectRoot()): BrokerSpec {
         }
       }
       const port = await freePort(HOST);
-      const args = [cli, '--port', String(port), '--host', HOST, '--log-level', 'warn', ...extraArgs];
-      return launch('heron', process.execPath, args, HOST, port, root);
+      const args = [
+        ...startNodeFlags(root),
+        cli,
+        ...['--port', String(port), '--host', HOST, '--log-level', 'warn'],
+        ...extraArgs,
+      ];
+      return launch(name, process.execPath, args, HOST, port, root);
     },
   };
 }

@@ -27,7 +27,8 @@ import { scenarios } from './scenarios/index.js';
 const HELP = `Usage: node dist/bench/run.js [options]
 
   --brokers <list>    brokers to compare, comma-separated (default heron,mosquitto,aedes;
-                      also floor: a plain Node TCP server, the per-message floor)
+                      also floor: a plain Node TCP server, the per-message floor;
+                      <name>=<dir>: another heron build whose dist/ is in <dir>, for A/B)
   --url <mqtt://h:p>  benchmark only this already-running broker
   --pid <pid>         with --url: the broker's pid, for CPU and RSS figures
   --only <list>       scenario ids or prefixes, comma-separated: ${scenarios.map((s) => s.id).join(', ')}
@@ -94,6 +95,11 @@ async function main(): Promise<number> {
       floor: () => floor(root),
     };
     const names = (values.brokers ?? 'heron,mosquitto,aedes').split(',').map((s) => s.trim());
+    // `<name>=<dir>`: another heron build (its dist/ in <dir>) as a column, for A/B runs of a change.
+    for (const n of names) {
+      const eq = n.indexOf('=');
+      if (eq > 0) known[n] = () => heron(n.slice(eq + 1), n.slice(0, eq));
+    }
     const unknown = names.filter((n) => !known[n]);
     if (unknown.length > 0) {
       console.error(`unknown broker(s): ${unknown.join(', ')}; known: ${Object.keys(known).join(', ')}`);

@@ -31,9 +31,11 @@ function ackTemplate(cmd: AckCmd, version: number): Buffer {
   return t;
 }
 
-// Writes are collected per connection and handed to the stream once per tick, as one buffer:
-// one nextTick for the whole fan-out, one write (and one system call) per connection, and none
-// of the stream's per-chunk bookkeeping that cork/uncork would cost.
+// Writes are collected per connection and handed to the stream once per event-loop turn (the
+// check phase, after every read of the poll phase), as one buffer: one write (and one system
+// call) per connection per turn however many reads fed it — many devices publishing to one
+// subscriber in the same turn cost it one write, not one per device — and none of the stream's
+// per-chunk bookkeeping that cork/uncork would cost.
 const pendingConnections: ConnectionOutput[] = [];
 let flushScheduled = false;
 
@@ -232,7 +234,7 @@ export abstract class ConnectionOutput {
       pendingConnections.push(this);
       if (!flushScheduled) {
         flushScheduled = true;
-        process.nextTick(flushPending);
+        setImmediate(flushPending);
       }
     } else pending.push(buf);
     this.pendingBytes += buf.length;

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { LevelPersistence } from '../../persistence/level.js';
 import type { StoredMessage } from '../../persistence/types.js';
-import { type BrokerHandle, cpuSeconds, projectRoot, rssKiB } from '../brokers.js';
+import { type BrokerHandle, cpuSeconds, projectRoot, rssKiB, startNodeFlags } from '../brokers.js';
 import { BenchClient } from '../client.js';
 import { runFlow } from '../flow.js';
 import {
@@ -57,7 +57,7 @@ export async function spawnHeron(args: string[]): Promise<Spawned> {
   const all = [cli, '--port', '0', '--ws-port', '0', '--host', HOST, '--log-level', 'info', ...args];
   const t0 = performance.now();
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the brokers these scenarios start.
-  const nodeArgs = (process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...startNodeFlags(root), ...(process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...all], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
