@@ -20,6 +20,7 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const id = packet.messageId ?? 0;
   let topic = packet.topic;
   const props = packet.properties;
+  broker.counters.publishReceived[qos]++;
   // Over --max-publish-rate / --max-publish-bytes-rate this one is still handled, then reading pauses.
   chargePublish(conn, packet.length ?? 0);
 
