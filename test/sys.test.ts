@@ -119,6 +119,23 @@ describe('$SYS', () => {
     expect(w3.values.get('$SYS/broker/version')).toMatch(/^heron version /);
   });
 
+  it('is retained in memory only, outside --max-retained', async () => {
+    const { url, broker } = await startBroker({ plugins: [[sysPlugin, { interval: 1 }]], maxRetained: 1 });
+    const c = await connect(url, { clientId: 'sys-ret' });
+    const w = watch(c);
+    await c.subscribeAsync('$SYS/broker/retained messages/count');
+    // The client's one retained message still fits, though $SYS holds dozens.
+    await c.publishAsync('app/state', 'on', { qos: 1, retain: true });
+    await w.until(
+      (v) => v.has('$SYS/broker/retained messages/count') && num(v, 'retained messages/count') > 1,
+    );
+    expect(broker.stats.retainedRefused).toBe(0);
+    await new Promise((resolve) => broker.persistence.whenDurable(resolve));
+    const stored: string[] = [];
+    for await (const m of broker.persistence.listRetained()) stored.push(m.topic);
+    expect(stored).toEqual(['app/state']);
+  });
+
   it('is delivered only where the ACL grants it (authorizeDeliver)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'heron-sys-'));
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
