@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import type { BrokerOptions } from '../broker/index.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import sysPlugin from '../plugins/sys/index.js';
-import { connect, onCleanup, startBroker } from './helpers.js';
+import { run } from './cli-helpers.js';
+import { connect, onCleanup, QUIET_CLI, startBroker } from './helpers.js';
 
 function sysBroker(extra: BrokerOptions['plugins'] = []) {
   return startBroker({ plugins: [[sysPlugin, { interval: 1 }], ...extra] });
@@ -168,5 +169,28 @@ describe('$SYS', () => {
     expect([...wp.values.keys()].filter((t) => t.startsWith('$SYS/broker/heron/'))).toEqual([]);
     // `#` does not match topics starting with $ [MQTT-4.7.2-1].
     expect([...wg.values.keys()].filter((t) => t.startsWith('$'))).toEqual([]);
+  });
+
+  it('the CLI publishes $SYS by default (--sys-interval 10) and not with --sys-interval 0', async () => {
+    const on = run([...QUIET_CLI]);
+    const a = await connect(`mqtt://127.0.0.1:${(await on.line((l) => l.msg === 'listening')).port}`);
+    const w = watch(a);
+    await a.subscribeAsync('$SYS/broker/version');
+    // The first update comes as soon as the broker is restored, not after the interval.
+    await w.until((v) => v.has('$SYS/broker/version'));
+    on.child.kill('SIGTERM');
+    expect((await on.done).code).toBe(0);
+
+    const off = run([...QUIET_CLI, '--sys-interval', '0']);
+    const b = await connect(`mqtt://127.0.0.1:${(await off.line((l) => l.msg === 'listening')).port}`);
+    const seen: string[] = [];
+    b.on('message', (t) => seen.push(t));
+    await b.subscribeAsync('$SYS/#');
+    await b.publishAsync('probe', 'x', { qos: 1 });
+    // A later SUBACK comes after any retained message of the first subscription.
+    await b.subscribeAsync('probe2');
+    expect(seen).toEqual([]);
+    off.child.kill('SIGTERM');
+    expect((await off.done).code).toBe(0);
   });
 });
