@@ -7,6 +7,7 @@ import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
 import { iotCommand2k, iotIngest2k, iotIngest2kShared, iotIngest10k, pacedFanOut } from './iot.js';
 import { latency } from './latency.js';
+import { opsCost } from './ops.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
 import { shared } from './shared.js';
 import { slowConsumer } from './slow-consumer.js';
@@ -31,6 +32,7 @@ export const scenarios: Scenario[] = [
   passwordConnects,
   aclCost('fan-in'),
   aclCost('fan-out'),
+  opsCost,
   slowConsumer(0),
   slowConsumer(1),
   persistFanInMemory,
