@@ -57,7 +57,10 @@ export async function spawnHeron(args: string[]): Promise<Spawned> {
   const all = [cli, '--port', '0', '--ws-port', '0', '--host', HOST, '--log-level', 'info', ...args];
   const t0 = performance.now();
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the brokers these scenarios start.
-  const nodeArgs = [...startNodeFlags(root), ...(process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+  const nodeArgs = [
+    ...startNodeFlags(root),
+    ...(process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+  ];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...all], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
