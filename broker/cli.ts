@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=8
 // The `heron` command (package.json "bin"): a subcommand, else the broker (broker/cli/main.ts).
 // Each is imported only when it runs: `heron passwd` does not load the broker.
 const [command, ...rest] = process.argv.slice(2);
