@@ -19,6 +19,7 @@ import {
   resolveOptions,
 } from './options.js';
 import { OverflowPolicies } from './overflow-policy.js';
+import { QueueEngine } from './queues.js';
 import { RC } from './reason-codes.js';
 import { reauthorizeSubscriptions } from './reauthorize.js';
 import { restoreState } from './restore.js';
@@ -109,6 +110,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
   readonly shares: SharedGroups;
   readonly router: Router;
+  /** Declared queues for pull consumers and administration (api.queues). */
+  readonly queues: QueueEngine;
   /** Idempotency keys seen per publisher and topic (user property `idempotency-key`, 5.0). */
   readonly dedup: Dedup;
   readonly retained: RetainedStore;
@@ -157,6 +160,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     );
     this.shares = new SharedGroups(this);
     this.router = new Router(this.shares);
+    this.queues = new QueueEngine(this);
     this.dedup = new Dedup(this.persistence, this.options.dedupWindow, this.options.dedupMaxKeys);
     this.wills = new WillScheduler(this);
     this.flow = new Flow(this.options.maxMemory, this.options.stuckTimeout * 1000);

@@ -119,6 +119,7 @@ export class PluginHost {
         this.authMethods.set(method, { plugin: name, method: impl as RegisteredMethod['method'] });
       },
       publish: (message) => broker.publish(message),
+      queues: broker.queues,
       clients: () => {
         const out: ClientInfo[] = [];
         for (const c of broker.connections) if (c.state === 'connected') out.push(c.clientInfo);

@@ -1,7 +1,11 @@
 import type { Logger } from 'pino';
 import type { PublishOptions } from '../broker/broker.js';
 import type { Message } from '../broker/message.js';
-import type { QoS } from '../persistence/types.js';
+import type { PulledMessage } from '../broker/shared/pull.js';
+import type { MessageProperties, QoS } from '../persistence/types.js';
+
+export type { PulledMessage };
+
 import type { ClientInfo } from './types.js';
 
 /**
@@ -73,6 +77,84 @@ export interface AuthMethod<State = unknown> {
   continue(client: ClientInfo, state: State, data: Buffer | undefined): MaybePromise<AuthStep<State>>;
 }
 
+/** A declared queue's settings and state (README "Job queues"). */
+export interface QueueStats {
+  name: string;
+  filter: string;
+  /** Waiting for a consumer (member or puller). */
+  waiting: number;
+  /** In backoff after a failed attempt (nack with a delay, an MQTT member's negative PUBACK). */
+  delayed: number;
+  /** Pulled and not yet acknowledged (within their visibility timeout). */
+  pulled: number;
+  /** Payload and topic bytes of what it holds (waiting, delayed, pulled). */
+  bytes: number;
+  /** MQTT members subscribed to `$share/<name>/<filter>`, and of those connected. */
+  members: number;
+  membersOnline: number;
+  /** Age of its oldest message, ms; null when it holds none. */
+  oldestAgeMs: number | null;
+  /** Messages sent to `$DLQ/<name>/…` since start. */
+  deadLettered: number;
+  maxMessages: number;
+  maxBytes: number;
+  overflow: string;
+  maxAttempts: number;
+  visibilityMs: number;
+}
+
+/** A held message seen without taking it. */
+export interface PeekedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  properties?: MessageProperties;
+  /** Failed attempts so far. */
+  attempts: number;
+  publishedAt: number;
+  priority: number;
+  state: 'waiting' | 'delayed' | 'pulled';
+}
+
+export interface PullOptions {
+  /** Messages at most, 1–100 (default 1). */
+  max?: number;
+  /** Ms before an unacknowledged message is redelivered (default: the queue's visibilityMs). */
+  visibilityMs?: number;
+  /** Ms to wait for a message when none is waiting (long poll; default 0, at most 20000). */
+  waitMs?: number;
+  /** Aborted (the consumer went away): stop waiting, take nothing. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Declared queues (README "Job queues"): pull consumers and administration. Every method but
+ * list() and stats() throws a RangeError for a name that is no declared queue. Receipts come from
+ * pull(); ack/nack/extend return the receipts they did not know (already settled, expired and
+ * redelivered since, or never issued).
+ */
+export interface QueueApi {
+  list(): QueueStats[];
+  stats(name: string): QueueStats | undefined;
+  pull(name: string, options?: PullOptions): Promise<PulledMessage[]>;
+  ack(name: string, receipts: readonly string[]): { unknown: string[] };
+  /** Redelivered after `delayMs` (default 0), counted as an attempt; past maxAttempts dead-lettered. */
+  nack(name: string, receipts: readonly string[], delayMs?: number): { unknown: string[] };
+  extend(name: string, receipts: readonly string[], visibilityMs: number): { unknown: string[] };
+  /** Resolves true once a message is waiting, false after `ms` or when `signal` aborts. */
+  wait(name: string, ms: number, signal?: AbortSignal): Promise<boolean>;
+  /** Up to `max` (default 10) held messages, next to be delivered first, without taking them. */
+  peek(name: string, max?: number): PeekedMessage[];
+  /** Deletes what it holds (waiting, delayed, pulled); returns how many. */
+  purge(name: string): number;
+  /**
+   * Moves the dead letters of queue `name` back into it: the messages held by a declared queue
+   * whose filter is `$DLQ/<name>/#`, on their original topic without the dead-letter user
+   * properties, attempts reset. Returns how many.
+   */
+  replayDeadLetters(name: string, max?: number): number;
+}
+
 /** What a plugin's setup gets. */
 export interface PluginApi {
   /** The plugin's name. */
@@ -98,6 +180,8 @@ export interface PluginApi {
    * closed. Its will is published. False when no such client is connected.
    */
   disconnect(clientId: string, reasonCode?: number): boolean;
+  /** Declared queues: pull consumers and administration. */
+  readonly queues: QueueApi;
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**
