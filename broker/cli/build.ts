@@ -59,6 +59,7 @@ export function brokerOptions(c: Config): BrokerOptions {
     shareStrategy: c.shareStrategy,
     shareGroups: c.shareGroups,
     shareQueueMax: c.shareQueueMax,
+    queues: c.queues,
     retryBase: c.retryBase,
     retryFactor: c.retryFactor,
     retryMaxAttempts: c.retryMaxAttempts,

@@ -83,6 +83,17 @@ function knownKeysAt(path: readonly PropertyKey[]): string[] {
   if (top === 'plugins') return ['path', 'options'];
   if (top === 'queueOverflowByClient') return ['match', 'policy'];
   if (top === 'shareGroups') return ['strategy'];
+  if (top === 'queues')
+    return [
+      'name',
+      'filter',
+      'maxMessages',
+      'maxBytes',
+      'overflow',
+      'maxAttempts',
+      'visibilityMs',
+      'strategy',
+    ];
   return [];
 }
 

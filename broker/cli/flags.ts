@@ -159,6 +159,12 @@ export const FLAGS = {
     default: [],
     help: 'group=strategy: the strategy of one share name (repeat the flag for more groups)',
   },
+  queue: {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: "name=filter: declare a durable job queue $share/name/filter that holds matching QoS 1/2 messages without workers (repeat; bounds in the config file's queues:)",
+  },
   'share-queue-max': {
     type: 'string',
     default: String(DEFAULTS.shareQueueMax),
@@ -354,6 +360,7 @@ export const META_FLAGS: readonly FlagName[] = ['config', 'print-config', 'help'
 export function flagKey(name: FlagName): string {
   if (name === 'plugin') return 'plugins';
   if (name === 'share-group-strategy') return 'shareGroups';
+  if (name === 'queue') return 'queues';
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 

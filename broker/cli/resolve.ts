@@ -88,6 +88,12 @@ function fromText(key: ConfigKey, items: string[]): unknown {
           return [group, { strategy }];
         }),
       );
+    case 'queues':
+      return items.map((i) => {
+        const eq = i.indexOf('=');
+        if (eq <= 0) throw new TextError(`takes name=filter, got "${i}"`);
+        return { name: i.slice(0, eq), filter: i.slice(eq + 1) };
+      });
     case 'queueOverflowByClient':
       return items.map((i) => {
         const [match, policy] = pair(i, 'pattern=policy');

@@ -1,0 +1,36 @@
+/**
+ * Declared queues through the CLI: `--queue name=filter` and the config file's `queues:`, on
+ * LevelDB, across a restart.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { run } from './cli-helpers.js';
+import { connect, onCleanup } from './helpers.js';
+import { publishJobs, until, worker } from './shared-helpers.js';
+
+describe('heron --queue / queues:', () => {
+  it('jobs published before any worker survive a restart and reach the first worker', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'heron-qcli-'));
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+    const base = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--data-dir', join(dir, 'data')];
+    const first = run([...base, '--queue', 'jobs=jobs/#']);
+    const l1 = await first.line((l) => l.msg === 'listening');
+    const pub = await connect(`mqtt://127.0.0.1:${l1.port}`, { protocolVersion: 5 });
+    await publishJobs(pub, (i) => `jobs/${i}`, 3);
+    await pub.endAsync();
+    first.child.kill('SIGTERM');
+    expect((await first.done).code).toBe(0);
+
+    // The same queue from a file, with a bound of its own.
+    const file = join(dir, 'heron.yaml');
+    writeFileSync(file, 'queues:\n  - name: jobs\n    filter: "jobs/#"\n    maxMessages: 10\n');
+    const second = run([...base, '--config', file]);
+    const l2 = await second.line((l) => l.msg === 'listening');
+    const url = `mqtt://127.0.0.1:${l2.port}`;
+    const w = await worker(url, '$share/jobs/jobs/#', { protocolVersion: 5 });
+    await until(() => w.jobs.length === 3, 'the 3 jobs');
+    expect(w.done().sort()).toEqual(['job-0', 'job-1', 'job-2']);
+  });
+});
