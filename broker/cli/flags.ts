@@ -372,6 +372,7 @@ export function usage(): string {
     '       heron check-config FILE',
     '       heron passwd [-c] [-b] [-D] FILE USER [PASSWORD]',
     '       heron scram-passwd FILE USER PASSWORD',
+    '       heron queue list|stats|peek|purge|dlq-replay [NAME] [--http-url URL] [--admin-token TOKEN]',
     '',
     'Options:',
   ];
