@@ -47,7 +47,8 @@ export class QueueEngine implements QueueApi {
       const left = deadline - Date.now();
       if (left <= 0) return got;
       // Woken when a message waits that no member took; another puller may take it first: again.
-      if (!(await pulls.wait(left, o.signal)) && Date.now() >= deadline) return [];
+      // False: the wait ran out, was aborted, or the broker is closing.
+      if (!(await pulls.wait(left, o.signal))) return [];
     }
   }
 

@@ -235,6 +235,12 @@ describe('declared queues: redelivery, retries and dead letters', () => {
     const aborted = broker.queues.pull('jobs', { waitMs: 20_000, signal: ac.signal });
     ac.abort();
     expect(await aborted).toEqual([]);
+    // Closing the broker ends a long poll at once.
+    const t2 = Date.now();
+    const pending = broker.queues.pull('jobs', { waitMs: 20_000 });
+    await broker.close();
+    expect(await pending).toEqual([]);
+    expect(Date.now() - t2).toBeLessThan(5000);
   });
 });
 

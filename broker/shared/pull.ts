@@ -45,6 +45,8 @@ export class PullQueue {
   private timer: unknown;
   private timerDue = Number.POSITIVE_INFINITY;
   private readonly waiters = new Set<() => void>();
+  /** The broker is closing: long polls end at once. */
+  private closed = false;
 
   constructor(
     private readonly group: ShareGroup,
@@ -59,6 +61,7 @@ export class PullQueue {
   take(max: number, visibilityMs: number): PulledMessage[] {
     const g = this.group;
     const out: PulledMessage[] = [];
+    if (this.closed) return out;
     const now = this.host.clock.now();
     const persistence = this.host.broker.persistence;
     while (out.length < max) {
@@ -161,6 +164,7 @@ export class PullQueue {
   /** Resolves when a message is waiting for a puller, or after `ms` (false then). */
   wait(ms: number, signal?: AbortSignal): Promise<boolean> {
     if (this.group.waiting.size > 0) return Promise.resolve(true);
+    if (this.closed || signal?.aborted) return Promise.resolve(false);
     return new Promise((resolve) => {
       const clock = this.host.clock;
       const done = (ok: boolean) => {
@@ -184,9 +188,11 @@ export class PullQueue {
   }
 
   stop(): void {
+    this.closed = true;
     if (this.timer !== undefined) this.host.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.timerDue = Number.POSITIVE_INFINITY;
+    // Resolved false: their pulls return nothing.
     for (const w of [...this.waiters]) w();
   }
 
