@@ -83,6 +83,7 @@ function knownKeysAt(path: readonly PropertyKey[]): string[] {
   if (top === 'plugins') return ['path', 'options'];
   if (top === 'queueOverflowByClient') return ['match', 'policy'];
   if (top === 'shareGroups') return ['strategy'];
+  if (top === 'queueConsumers') return ['token', 'queues'];
   if (top === 'queues')
     return [
       'name',

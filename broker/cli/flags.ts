@@ -165,6 +165,12 @@ export const FLAGS = {
     default: [],
     help: "name=filter: declare a durable job queue $share/name/filter that holds matching QoS 1/2 messages without workers (repeat; bounds in the config file's queues:)",
   },
+  'queue-consumer': {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: 'token=queue[,queue...]: an HTTP bearer token that may pull from these declared queues (* = every queue; repeat)',
+  },
   'share-queue-max': {
     type: 'string',
     default: String(DEFAULTS.shareQueueMax),
@@ -361,6 +367,7 @@ export function flagKey(name: FlagName): string {
   if (name === 'plugin') return 'plugins';
   if (name === 'share-group-strategy') return 'shareGroups';
   if (name === 'queue') return 'queues';
+  if (name === 'queue-consumer') return 'queueConsumers';
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 

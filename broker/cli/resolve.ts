@@ -94,6 +94,11 @@ function fromText(key: ConfigKey, items: string[]): unknown {
         if (eq <= 0) throw new TextError(`takes name=filter, got "${i}"`);
         return { name: i.slice(0, eq), filter: i.slice(eq + 1) };
       });
+    case 'queueConsumers':
+      return items.map((i) => {
+        const [token, queues] = pair(i, 'token=queue[,queue...]');
+        return { token, queues: list(queues) };
+      });
     case 'queueOverflowByClient':
       return items.map((i) => {
         const [match, policy] = pair(i, 'pattern=policy');

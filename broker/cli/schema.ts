@@ -75,6 +75,11 @@ const queue = z.strictObject({
   strategy: oneOf(SHARE_STRATEGIES).optional(),
 });
 
+const queueConsumer = z.strictObject({
+  token: str.min(1, { error: 'a bearer token' }),
+  queues: z.array(str.min(1), { error: 'a list of queue names (* = every queue)' }),
+});
+
 /** Every configuration key and its schema. */
 export const KEYS = {
   port: portOrNull,
@@ -118,6 +123,7 @@ export const KEYS = {
   }),
   shareQueueMax: count,
   queues: z.array(queue, { error: 'a list of { name, filter, ... }' }),
+  queueConsumers: z.array(queueConsumer, { error: 'a list of { token, queues }' }),
   retryBase: count,
   retryFactor: z.number({ error: 'a number >= 1' }).min(1, { error: 'a number >= 1' }),
   retryMaxAttempts: count,
