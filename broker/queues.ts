@@ -19,6 +19,10 @@ export const MAX_WAIT_MS = 20_000;
 export class QueueEngine implements QueueApi {
   constructor(private readonly broker: Broker) {}
 
+  has(name: string): boolean {
+    return this.broker.shares.queues.has(name);
+  }
+
   list(): QueueStats[] {
     return [...this.broker.shares.queues.values()].map((g) => stats(g));
   }

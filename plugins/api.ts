@@ -134,6 +134,8 @@ export interface PullOptions {
  * redelivered since, or never issued).
  */
 export interface QueueApi {
+  /** Whether `name` is a declared queue (cheap; stats() walks the queue for its oldest message). */
+  has(name: string): boolean;
   list(): QueueStats[];
   stats(name: string): QueueStats | undefined;
   pull(name: string, options?: PullOptions): Promise<PulledMessage[]>;

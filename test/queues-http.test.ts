@@ -78,6 +78,11 @@ describe('HTTP pull routes', () => {
     });
     const ack = await call('POST', '/api/v1/queues/jobs/ack', { receipts: [a.receipt, b.receipt, 'nope'] });
     expect(ack).toEqual({ status: 200, body: { settled: 2, unknown: ['nope'] } });
+    // A pull may acknowledge the previous batch (one request a batch).
+    await pub.publishAsync('jobs/3', 'three', { qos: 1 });
+    const [c] = (await call('POST', '/api/v1/queues/jobs/pull', {})).body!.messages;
+    const next = await call('POST', '/api/v1/queues/jobs/pull', { ack: [c.receipt, 'nope'] });
+    expect(next.body).toEqual({ messages: [], settled: 1, unknown: ['nope'] });
     const stats = await call('GET', '/api/v1/queues/jobs');
     expect(stats.body).toMatchObject({ name: 'jobs', filter: 'jobs/#', waiting: 0, pulled: 0 });
   });

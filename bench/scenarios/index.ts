@@ -7,6 +7,7 @@ import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
 import { latency } from './latency.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
+import { queues } from './queues.js';
 import { shared } from './shared.js';
 import { slowConsumer } from './slow-consumer.js';
 import { topicTree } from './topic-tree.js';
@@ -21,6 +22,7 @@ export const scenarios: Scenario[] = [
   latency(0),
   latency(1),
   shared,
+  queues,
   idleConnections,
   passwordConnects,
   aclCost('fan-in'),

@@ -27,6 +27,13 @@ interface Lease {
   until: number;
 }
 
+/**
+ * A receipt is `<seq>.<per-boot random><counter>`: unique across redeliveries and restarts, and
+ * not guessable from the seq alone (the routes still require a token allowed on the queue).
+ */
+const RECEIPT_PREFIX = randomBytes(6).toString('base64url');
+let receipts = 0;
+
 /** What a nack or an expired visibility timeout reports in the dead letter's `reason-code`. */
 const PULL_FAILED = 0x80;
 
@@ -74,7 +81,7 @@ export class PullQueue {
         continue;
       }
       const lease: Lease = {
-        receipt: `${e.seq.toString(36)}.${randomBytes(6).toString('base64url')}`,
+        receipt: `${e.seq.toString(36)}.${RECEIPT_PREFIX}${(receipts++).toString(36)}`,
         e,
         until: now + visibilityMs,
       };

@@ -35,6 +35,45 @@ const settled = {
 
 type Params = { name: string };
 
+/** A message as the pull and peek routes answer it (a response schema: serialized without JSON.stringify's probing). */
+const messageSchema = {
+  type: 'object',
+  properties: {
+    receipt: { type: 'string' },
+    topic: { type: 'string' },
+    payload: { type: 'string' },
+    encoding: { type: 'string' },
+    qos: { type: 'integer' },
+    attempts: { type: 'integer' },
+    publishedAt: { type: 'number' },
+    priority: { type: 'integer' },
+    state: { type: 'string' },
+    properties: {
+      type: 'object',
+      properties: {
+        payloadFormatIndicator: { type: 'boolean' },
+        contentType: { type: 'string' },
+        responseTopic: { type: 'string' },
+        correlationData: { type: 'string' },
+        userProperties: { type: 'object', additionalProperties: true },
+      },
+    },
+  },
+};
+const messages = {
+  200: { type: 'object', properties: { messages: { type: 'array', items: messageSchema } } },
+};
+const pulled = {
+  200: {
+    type: 'object',
+    properties: {
+      messages: { type: 'array', items: messageSchema },
+      settled: { type: 'integer' },
+      unknown: { type: 'array', items: { type: 'string' } },
+    },
+  },
+};
+
 /** A message as JSON: the payload as text when the 5.0 Payload Format Indicator says UTF-8, else base64. */
 function messageJson(m: PulledMessage | PeekedMessage): Record<string, unknown> {
   const p = m.properties;
@@ -84,7 +123,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
         .send({ error: `not allowed to ${action === 'admin' ? 'administer' : 'use'} queue ${q}` });
       return null;
     }
-    if (queues.stats(q) === undefined) {
+    if (!queues.has(q)) {
       void reply.code(404).send({ error: `no declared queue named ${q}` });
       return null;
     }
@@ -102,7 +141,10 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
     return queues.stats(req.params.name);
   });
 
-  app.post<{ Params: Params; Body: { max?: number; waitMs?: number; visibilityMs?: number } }>(
+  app.post<{
+    Params: Params;
+    Body: { max?: number; waitMs?: number; visibilityMs?: number; ack?: string[] };
+  }>(
     '/api/v1/queues/:name/pull',
     {
       schema: {
@@ -114,13 +156,17 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
             max: { type: 'integer', minimum: 1, maximum: 100 },
             waitMs: { type: 'integer', minimum: 0, maximum: 20_000 },
             visibilityMs: { type: 'integer', minimum: 1, maximum: 12 * 3600 * 1000 },
+            // The receipts of the previous batch, acknowledged before pulling: one request a batch.
+            ack: { ...receipts, minItems: 0 },
           },
         },
+        response: pulled,
       },
     },
     async (req, reply) => {
       if (check(req, reply, 'consume') === null) return reply;
       const body = req.body ?? {};
+      const acked = body.ack === undefined ? undefined : queues.ack(req.params.name, body.ack).unknown;
       // A consumer gone during a long poll takes nothing.
       const ac = new AbortController();
       const onClose = () => {
@@ -134,7 +180,12 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
           visibilityMs: body.visibilityMs,
           signal: ac.signal,
         });
-        return { messages: got.map(messageJson) };
+        const out: Record<string, unknown> = { messages: got.map(messageJson) };
+        if (acked !== undefined) {
+          out.settled = body.ack!.length - acked.length;
+          out.unknown = acked;
+        }
+        return out;
       } finally {
         reply.raw.off('close', onClose);
       }
@@ -184,6 +235,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       schema: {
         params: name,
         querystring: { type: 'object', properties: { max: { type: 'integer', minimum: 1, maximum: 100 } } },
+        response: messages,
       },
     },
     async (req, reply) => {

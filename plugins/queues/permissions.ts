@@ -29,22 +29,19 @@ export interface Caller {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/** Compares tokens in constant time (by their digests, so lengths do not leak either). */
-function same(a: Buffer, b: string): boolean {
-  return timingSafeEqual(a, digest(b));
-}
-
 export class QueuePermissions {
-  private readonly admins: string[];
-  private readonly consumers: QueueConsumer[];
+  /** Tokens by their SHA-256 digests, compared in constant time (so lengths do not leak either). */
+  private readonly tokens: { digest: Buffer; caller: Caller }[] = [];
 
   constructor(o: QueuePermissionsOptions = {}) {
-    this.admins = [...(o.adminTokens ?? [])].filter((t) => t !== '');
-    this.consumers = (o.consumers ?? []).map((c) => {
+    for (const t of o.adminTokens ?? [])
+      if (t !== '') this.tokens.push({ digest: digest(t), caller: { admin: true, queues: null } });
+    for (const c of o.consumers ?? []) {
       if (typeof c?.token !== 'string' || c.token === '' || !Array.isArray(c.queues))
         throw new TypeError('a queue consumer needs a token and a list of queues');
-      return { token: c.token, queues: [...c.queues] };
-    });
+      const queues = c.queues.includes('*') ? null : new Set(c.queues);
+      this.tokens.push({ digest: digest(c.token), caller: { admin: false, queues } });
+    }
   }
 
   /** The caller of an `Authorization` header value, or null. */
@@ -52,12 +49,10 @@ export class QueuePermissions {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
     if (m === null) return null;
     const given = digest(m[1]);
-    for (const t of this.admins) if (same(given, t)) return { admin: true, queues: null };
-    for (const c of this.consumers) {
-      if (same(given, c.token))
-        return { admin: false, queues: c.queues.includes('*') ? null : new Set(c.queues) };
-    }
-    return null;
+    let found: Caller | null = null;
+    // Every token is compared, whichever matches: the time does not tell which one did.
+    for (const t of this.tokens) if (timingSafeEqual(given, t.digest) && found === null) found = t.caller;
+    return found;
   }
 
   static allows(caller: Caller, queue: string, action: QueueAction): boolean {
