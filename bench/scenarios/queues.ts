@@ -152,6 +152,9 @@ const pushWorkers = async (mqtt: number, _http: number, record: (p: Buffer) => v
   };
 };
 
+/** Pull requests made and messages they returned (the mean batch, for the summary). */
+const pulls = { requests: 0, messages: 0 };
+
 /** 10 HTTP pullers on the pull queue: pull a batch (long poll) acknowledging the previous one, record it. */
 const httpPullers = async (_mqtt: number, http: number, record: (p: Buffer) => void, stop: () => boolean) => {
   const base = `http://${HOST}:${http}/api/v1/queues/pull`;
@@ -168,6 +171,8 @@ const httpPullers = async (_mqtt: number, http: number, record: (p: Buffer) => v
       const { messages } = (await res.json()) as { messages: { payload: string; receipt: string }[] };
       for (const m of messages) record(Buffer.from(m.payload, 'base64'));
       ack = messages.map((m) => m.receipt);
+      pulls.requests++;
+      pulls.messages += messages.length;
     }
     if (ack.length > 0)
       await fetch(`${base}/ack`, { method: 'POST', headers, body: JSON.stringify({ receipts: ack }) }).then(
@@ -199,7 +204,7 @@ export const queues: LocalBench = {
       (ratio === null || ratio >= 0.3);
     return {
       ok,
-      summary: `push: ${fmt(push)}; pull: ${fmt(pull)}; pull/push per CPU-s ${ratio === null ? '?' : ratio.toFixed(2)} (target ≥ 0.3)`,
+      summary: `push: ${fmt(push)}; pull: ${fmt(pull)}, ${(pulls.messages / Math.max(1, pulls.requests)).toFixed(1)} jobs a pull; pull/push per CPU-s ${ratio === null ? '?' : ratio.toFixed(2)} (target ≥ 0.3)`,
     };
   },
 };

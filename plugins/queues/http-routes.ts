@@ -167,28 +167,29 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       if (check(req, reply, 'consume') === null) return reply;
       const body = req.body ?? {};
       const acked = body.ack === undefined ? undefined : queues.ack(req.params.name, body.ack).unknown;
-      // A consumer gone during a long poll takes nothing.
-      const ac = new AbortController();
-      const onClose = () => {
-        if (!reply.raw.writableFinished) ac.abort();
-      };
-      reply.raw.once('close', onClose);
-      try {
-        const got = await queues.pull(req.params.name, {
-          max: body.max ?? 1,
-          waitMs: body.waitMs ?? 0,
-          visibilityMs: body.visibilityMs,
-          signal: ac.signal,
-        });
-        const out: Record<string, unknown> = { messages: got.map(messageJson) };
-        if (acked !== undefined) {
-          out.settled = body.ack!.length - acked.length;
-          out.unknown = acked;
+      const name = req.params.name;
+      const max = body.max ?? 1;
+      const waitMs = body.waitMs ?? 0;
+      let got = await queues.pull(name, { max, visibilityMs: body.visibilityMs });
+      if (got.length === 0 && waitMs > 0) {
+        // A long poll: a consumer gone meanwhile takes nothing.
+        const ac = new AbortController();
+        const onClose = () => {
+          if (!reply.raw.writableFinished) ac.abort();
+        };
+        reply.raw.once('close', onClose);
+        try {
+          got = await queues.pull(name, { max, waitMs, visibilityMs: body.visibilityMs, signal: ac.signal });
+        } finally {
+          reply.raw.off('close', onClose);
         }
-        return out;
-      } finally {
-        reply.raw.off('close', onClose);
       }
+      const out: Record<string, unknown> = { messages: got.map(messageJson) };
+      if (acked !== undefined) {
+        out.settled = body.ack!.length - acked.length;
+        out.unknown = acked;
+      }
+      return out;
     },
   );
 
