@@ -104,6 +104,16 @@ function messageJson(m: PulledMessage | PeekedMessage): Record<string, unknown> 
 export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions): Promise<void> {
   const { queues } = opts;
   const permissions = new QueuePermissions(opts);
+  // In this plugin's scope only: plain JSON.parse. The routes read known fields of schema-checked
+  // bodies and merge nothing, so the prototype-poisoning scan of Fastify's default parser buys nothing.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, body === '' ? undefined : JSON.parse(body as string));
+    } catch (err) {
+      (err as { statusCode?: number }).statusCode = 400;
+      done(err as Error, undefined);
+    }
+  });
 
   /** The caller, or the reply already sent (401/403/404). */
   function check(req: FastifyRequest, reply: FastifyReply, action: QueueAction): Caller | null {
