@@ -343,4 +343,28 @@ describe('declared queues on LevelDB', () => {
     expect(w.done().sort()).toEqual(['job-1', 'job-2', 'job-3', 'job-4']);
     await until(() => two.broker.queues.stats('jobs')!.waiting === 0, 'drained');
   });
+
+  it('a nacked job keeps its delay and attempts across a restart; an expired lease is redelivered', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'heron-queues-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    const one = await level(dir);
+    const pub = await connect(one.url, { protocolVersion: 5 });
+    await publishJobs(pub, (i) => `jobs/${i}`, 2);
+    const [a, b] = await one.broker.queues.pull('jobs', { max: 2, visibilityMs: 1 });
+    one.broker.queues.nack('jobs', [a.receipt], 3_600_000);
+    // b's 1 ms lease ends: it waits again with one attempt counted.
+    await until(() => one.broker.queues.stats('jobs')!.waiting === 1, 'b back');
+    await pub.endAsync();
+    await one.broker.close();
+
+    const two = await level(dir);
+    onCleanup(() => two.broker.close());
+    expect(two.broker.queues.peek('jobs').map((m) => [m.payload.toString(), m.state, m.attempts])).toEqual([
+      [b.payload.toString(), 'waiting', 1],
+      [a.payload.toString(), 'delayed', 1],
+    ]);
+    const [again] = await two.broker.queues.pull('jobs');
+    expect(again).toMatchObject({ attempts: 2 });
+    expect(again.payload.toString()).toBe(b.payload.toString());
+  });
 });
