@@ -3,12 +3,13 @@
  * matching QoS 1/2 jobs from start on, for MQTT members (push) and pull consumers (the queue
  * engine, `broker.queues` / `api.queues`), each job with one consumer at a time.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type BrokerOptions, createBroker } from '../broker/index.js';
 import { LevelPersistence } from '../persistence/level.js';
+import aclFilePlugin from '../plugins/acl-file/index.js';
 import { connect, onCleanup, RawClient, startBroker } from './helpers.js';
 import { allPayloads, publishJobs, until, worker } from './shared-helpers.js';
 import { publishPacket } from './spec-helpers.js';
@@ -241,6 +242,33 @@ describe('declared queues: redelivery, retries and dead letters', () => {
     await broker.close();
     expect(await pending).toEqual([]);
     expect(Date.now() - t2).toBeLessThan(5000);
+  });
+});
+
+describe('declared queues: MQTT permissions', () => {
+  it('an ACL file lets a worker join one queue only: the other is refused at SUBSCRIBE and gets it nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'heron-queues-acl-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'acl');
+    // Shared subscriptions are judged on their filter: reading jobs/# is joining the jobs queue.
+    await writeFile(
+      file,
+      'user alice\ntopic read jobs/#\ntopic write sync/#\n\nuser producer\ntopic write #\n',
+    );
+    const { url, broker } = await startBroker({
+      plugins: [[aclFilePlugin, { file }]],
+      queues: [JOBS, { name: 'mail', filter: 'mail/#' }],
+    });
+    const pub = await connect(url, { protocolVersion: 5, username: 'producer' });
+    await pub.publishAsync('jobs/1', 'a job', { qos: 1 });
+    await pub.publishAsync('mail/1', 'a mail', { qos: 1 });
+    const alice = await connect(url, { protocolVersion: 5, username: 'alice' });
+    const jobs = await alice.subscribeAsync('$share/jobs/jobs/#', { qos: 1 });
+    expect(jobs[0].qos).toBe(1);
+    // SUBACK 0x87 Not authorized.
+    await expect(alice.subscribeAsync('$share/mail/mail/#', { qos: 1 })).rejects.toThrow(/Not authorized/);
+    await until(() => broker.queues.stats('jobs')!.waiting === 0, 'jobs taken by alice');
+    expect(broker.queues.stats('mail')).toMatchObject({ waiting: 1, members: 0 });
   });
 });
 
