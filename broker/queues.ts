@@ -97,7 +97,7 @@ export class QueueEngine implements QueueApi {
       return true;
     };
     for (const e of g.waiting.values()) if (!add(e, 'waiting')) return out;
-    for (const e of g.delayed) if (!add(e, 'delayed')) return out;
+    for (const e of g.delayed.items) if (!add(e, 'delayed')) return out;
     for (const e of g.pulls!.messages()) if (!add(e, 'pulled')) return out;
     return out;
   }
@@ -161,7 +161,7 @@ function stats(g: ShareGroup): QueueStats {
   const q = g.queue!;
   let oldest = Number.POSITIVE_INFINITY;
   for (const e of g.waiting.values()) if (e.seq < oldest) oldest = e.seq;
-  for (const e of g.delayed) if (e.seq < oldest) oldest = e.seq;
+  for (const e of g.delayed.items) if (e.seq < oldest) oldest = e.seq;
   for (const e of g.pulls!.messages()) if (e.seq < oldest) oldest = e.seq;
   return {
     name: q.name,

@@ -5,6 +5,7 @@ import { type Message, nextSeq, outgoingRecord, sizeOf } from '../message.js';
 import type { QueueOverflow } from '../options.js';
 import type { Session } from '../session.js';
 import type { DeclaredQueue } from './declared.js';
+import { Delayed } from './delayed.js';
 import type { SharedGroups } from './groups.js';
 import { PullQueue } from './pull.js';
 import { PriorityQueue, priorityOf, type Waiting } from './queue.js';
@@ -59,9 +60,7 @@ export class ShareGroup implements GateOwner {
   next = 0;
   readonly waiting = new PriorityQueue();
   /** In backoff after a failed attempt, by due time. */
-  readonly delayed: Waiting[] = [];
-  private timer: unknown;
-  private timerDue = Number.POSITIVE_INFINITY;
+  readonly delayed: Delayed;
   private pumping = false;
   /** What publishers wait on while the group queue is full (backpressure). */
   private gate: Gate | undefined;
@@ -80,6 +79,14 @@ export class ShareGroup implements GateOwner {
     readonly queue?: DeclaredQueue,
   ) {
     this.id = `${name}/${filter}`;
+    this.delayed = new Delayed(
+      host.clock,
+      (moved) => {
+        for (const e of moved) this.waiting.insert(e);
+        this.pump();
+      },
+      (err) => host.broker.log.error({ err, group: this.id }, 'exception in a shared group retry timer'),
+    );
     if (queue !== undefined) this.pulls = new PullQueue(this, host);
   }
 
@@ -352,11 +359,7 @@ export class ShareGroup implements GateOwner {
 
   /** A message whose attempt failed waits until e.dueAt, then goes to a member again. */
   delay(e: Waiting): void {
-    const due = e.dueAt ?? 0;
-    let i = this.delayed.length;
-    while (i > 0 && (this.delayed[i - 1].dueAt ?? 0) > due) i--;
-    this.delayed.splice(i, 0, e);
-    if (due < this.timerDue) this.arm();
+    this.delayed.add(e);
   }
 
   /** A message restored from persistence: waiting, or in backoff until its due time. */
@@ -366,42 +369,12 @@ export class ShareGroup implements GateOwner {
     else this.waiting.insert(e);
   }
 
-  private arm(): void {
-    const clock = this.host.clock;
-    if (this.timer !== undefined) clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
-    if (this.delayed.length === 0) return;
-    const due = this.delayed[0].dueAt ?? 0;
-    this.timerDue = due;
-    this.timer = clock.setTimeout(this.onTimer, due - clock.now());
-  }
-
-  private readonly onTimer = (): void => {
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
-    try {
-      const now = this.host.clock.now();
-      let moved = 0;
-      while (this.delayed.length > 0 && (this.delayed[0].dueAt ?? 0) <= now) {
-        this.waiting.insert(this.delayed.shift()!);
-        moved++;
-      }
-      this.arm();
-      if (moved > 0) this.pump();
-    } catch (err) {
-      // A timer callback: logged, never thrown on into the event loop.
-      this.host.broker.log.error({ err, group: this.id }, 'exception in a shared group retry timer');
-    }
-  };
-
   /** Deletes everything it holds (waiting, in backoff, pulled); returns how many. */
   purge(): number {
-    const all = [...this.waiting.clear(), ...this.delayed.splice(0), ...(this.pulls?.drain() ?? [])];
+    const all = [...this.waiting.clear(), ...this.delayed.clear(), ...(this.pulls?.drain() ?? [])];
     const persistence = this.host.broker.persistence;
     for (const e of all) persistence.deleteGroupMessage(this.id, e.seq);
     this.bytes = 0;
-    this.arm();
     this.checkRoom();
     return all.length;
   }
@@ -409,8 +382,6 @@ export class ShareGroup implements GateOwner {
   /** Cancels the backoff timer (broker closing). */
   stop(): void {
     this.pulls?.stop();
-    if (this.timer !== undefined) this.host.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
+    this.delayed.stop();
   }
 }
