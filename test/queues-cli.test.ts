@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { run } from './cli-helpers.js';
+import { output, run } from './cli-helpers.js';
 import { connect, onCleanup } from './helpers.js';
 import { publishJobs, until, worker } from './shared-helpers.js';
 
@@ -32,5 +32,37 @@ describe('heron --queue / queues:', () => {
     const w = await worker(url, '$share/jobs/jobs/#', { protocolVersion: 5 });
     await until(() => w.jobs.length === 3, 'the 3 jobs');
     expect(w.done().sort()).toEqual(['job-0', 'job-1', 'job-2']);
+  });
+
+  it('--queue-http-port serves the queue API: a consumer token pulls its queue, heron queue administers', async () => {
+    const r = run([
+      ...['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--persistence', 'memory'],
+      ...['--queue', 'jobs=jobs/#', '--queue', 'mail=mail/#'],
+      ...['--queue-http-port', '0', '--queue-admin-token', 'adm', '--queue-consumer', 'worker=jobs'],
+    ]);
+    const mqtt = await r.line((l) => l.msg === 'listening');
+    const api = await r.line((l) => l.msg === 'queue API listening');
+    const base = `http://127.0.0.1:${api.port}`;
+    const pub = await connect(`mqtt://127.0.0.1:${mqtt.port}`, { protocolVersion: 5 });
+    await pub.publishAsync('jobs/1', 'hello', { qos: 1, properties: { payloadFormatIndicator: true } });
+    await pub.publishAsync('mail/1', 'secret', { qos: 1 });
+    const pull = (queue: string, token: string) =>
+      fetch(`${base}/api/v1/queues/${queue}/pull`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ max: 10 }),
+      });
+    expect((await pull('mail', 'worker')).status).toBe(403);
+    const res = await pull('jobs', 'worker');
+    const { messages } = (await res.json()) as { messages: { payload: string; encoding: string }[] };
+    expect(messages).toMatchObject([{ payload: 'hello', encoding: 'utf8' }]);
+    const list = await output(['queue', 'list', '--http-url', base, '--admin-token', 'adm']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^jobs\s+jobs\/#\s+0\s+0\s+1\s/m);
+    expect(list.stdout).toMatch(/^mail\s+mail\/#\s+1\s+0\s+0\s/m);
+    // A consumer token is no admin token.
+    expect(
+      (await output(['queue', 'purge', 'jobs', '--http-url', base, '--admin-token', 'worker'])).code,
+    ).toBe(1);
   });
 });

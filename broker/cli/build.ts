@@ -8,6 +8,7 @@ import { type JwtOptions, default as jwtPlugin } from '../../plugins/jwt/index.j
 import { loadPluginModule } from '../../plugins/load.js';
 import { loadPersistence } from '../../plugins/load-persistence.js';
 import passwordFilePlugin from '../../plugins/password-file/index.js';
+import queuesHttpPlugin, { type QueuesHttpOptions } from '../../plugins/queues/index.js';
 import scramPlugin from '../../plugins/scram/index.js';
 import type { BrokerOptions } from '../options.js';
 import { ConfigError } from './errors.js';
@@ -128,6 +129,15 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
       default: c.httpAuthDefault,
     };
     entries.push([httpAuthPlugin, options]);
+  }
+  if (c.queueHttpPort !== '') {
+    const options: QueuesHttpOptions = {
+      port: c.queueHttpPort,
+      host: c.queueHttpHost || undefined,
+      adminTokens: c.queueAdminToken ? [c.queueAdminToken] : [],
+      consumers: c.queueConsumers,
+    };
+    entries.push([queuesHttpPlugin, options]);
   }
   // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
   // plugins before it (jwt's acl claim, http-auth) get their say first.
