@@ -1,10 +1,12 @@
 /**
  * Declared queues (README "Job queues"): 10 producers (QoS 1, 50 in flight each) → one queue,
  * consumed once by 10 MQTT workers (push, `$share/push/push/#`) and once by 10 HTTP pullers
- * (POST …/pull with max 10 and a long poll, each acknowledging the previous batch in its `ack`). Jobs per broker CPU-second,
- * end-to-end latency (publish to the worker having it), lost and duplicated; the pull row's ratio
- * to the push row per CPU-second (target ≥ 0.3), medians of alternating rounds. The broker runs in its own process
- * (bench/queue-broker.ts); the generator shares the machine with it.
+ * (POST …/pull with max 10 and a long poll, each acknowledging the previous batch in its `ack`).
+ * Jobs per broker CPU-second, end-to-end latency (publish to the worker having it), lost and
+ * duplicated; the pull row's ratio to the push row per CPU-second (target ≥ 0.3), medians of
+ * alternating rounds. Each round starts its own heron (`dist/broker/cli.js` on npm start's
+ * defaults but in memory, with `--queue` and `--queue-http-port`); the generator shares the
+ * machine with it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -32,18 +34,33 @@ interface Row {
 }
 
 async function startBroker(): Promise<{ child: ChildProcess; mqtt: number; http: number }> {
+  const cli = join(projectRoot(), 'dist', 'broker', 'cli.js');
+  const args = [
+    ...['--port', '0', '--host', HOST, '--ws-port', '0', '--persistence', 'memory', '--log-level', 'info'],
+    ...['--queue', 'push=push/#', '--queue', 'pull=pull/#'],
+    ...['--queue-http-port', '0', '--queue-consumer', `${TOKEN}=*`],
+  ];
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it.
   const nodeArgs = (process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(
-    process.execPath,
-    [...nodeArgs, join(projectRoot(), 'dist', 'bench', 'queue-broker.js')],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+  const child = spawn(process.execPath, [...nodeArgs, cli, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const ports = await new Promise<{ mqtt: number; http: number }>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
-    child.once('exit', () => reject(new Error('queue bench broker exited')));
+    let mqtt = 0;
+    let http = 0;
+    // Read stdout to the end: a full pipe would stall the broker.
+    createInterface({ input: child.stdout! }).on('line', (text) => {
+      let l: { msg?: string; transport?: string; port?: number };
+      try {
+        l = JSON.parse(text);
+      } catch {
+        return;
+      }
+      if (l.msg === 'listening' && l.transport === 'tcp') mqtt = l.port!;
+      if (l.msg === 'queue API listening') http = l.port!;
+      if (mqtt > 0 && http > 0) resolve({ mqtt, http });
+    });
+    child.once('exit', () => reject(new Error('heron exited while starting')));
   });
   return { child, ...ports };
 }
