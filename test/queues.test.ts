@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type BrokerOptions, createBroker } from '../broker/index.js';
+import { type BrokerOptions, createBroker, definePlugin, type PluginApi } from '../broker/index.js';
 import { LevelPersistence } from '../persistence/level.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import { connect, onCleanup, RawClient, startBroker } from './helpers.js';
@@ -109,6 +109,26 @@ describe('declared queues: jobs wait for workers', () => {
     expect(done).toEqual([...sent].sort());
     expect(new Set(done).size).toBe(sent.length);
     expect(broker.queues.stats('jobs')).toMatchObject({ waiting: 0, pulled: 0, delayed: 0 });
+  });
+
+  it('a plugin pulls through api.queues (the public plugin API)', async () => {
+    let api!: PluginApi;
+    const plugin = definePlugin({
+      name: 'puller',
+      setup(a) {
+        api = a;
+      },
+    });
+    const { url } = await startBroker({ queues: [JOBS], plugins: [plugin] });
+    expect(api.queues.list().map((q) => q.name)).toEqual(['jobs']);
+    const waiting = api.queues.wait('jobs', 5000);
+    const pub = await connect(url, { protocolVersion: 5 });
+    await pub.publishAsync('jobs/p', 'from mqtt', { qos: 1 });
+    expect(await waiting).toBe(true);
+    const [m] = await api.queues.pull('jobs');
+    expect(m.payload.toString()).toBe('from mqtt');
+    expect(api.queues.ack('jobs', [m.receipt]).unknown).toEqual([]);
+    expect(await api.queues.wait('jobs', 10)).toBe(false);
   });
 
   it('a 5.0 worker with Receive Maximum 1 gets the next job only after acknowledging the last', async () => {
