@@ -201,4 +201,17 @@ describe('HTTP pull routes', () => {
     expect((await call('POST', '/api/v1/queues/mail/pull', {}, ADMIN)).status).toBe(200);
     expect((await call('POST', '/api/v1/queues/nothing/pull', {}, ADMIN)).status).toBe(404);
   });
+
+  it("isAdmin: the HTTP listener's own admin check admits its credentials to every route", async () => {
+    const { broker } = await startBroker({ queues: QUEUES });
+    const app = Fastify();
+    const basic = `Basic ${Buffer.from('ops:pw').toString('base64')}`;
+    await app.register(queueRoutes, { queues: broker.queues, isAdmin: async (h) => h === basic });
+    await app.ready();
+    const get = (authorization: string) =>
+      app.inject({ method: 'GET', url: '/api/v1/queues/jobs/peek', headers: { authorization } });
+    expect((await get(basic)).statusCode).toBe(200);
+    expect((await get(`Basic ${Buffer.from('ops:no').toString('base64')}`)).statusCode).toBe(401);
+    await app.close();
+  });
 });

@@ -15,6 +15,12 @@ import {
  */
 export interface QueueRoutesOptions extends QueuePermissionsOptions {
   queues: QueueApi;
+  /**
+   * Whether an Authorization header carries the admin API's credentials (the HTTP listener's own
+   * check, e.g. its token or Basic users): such a request may use every queue and route. Asked
+   * only when the header is none of the tokens above.
+   */
+  isAdmin?: (authorization: string | undefined) => boolean | Promise<boolean>;
 }
 
 const MAX_RECEIPTS = 100;
@@ -116,8 +122,15 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
   });
 
   /** The caller, or the reply already sent (401/403/404). */
-  function check(req: FastifyRequest, reply: FastifyReply, action: QueueAction): Caller | null {
-    const caller = permissions.caller(req.headers.authorization);
+  const ADMIN: Caller = { admin: true, queues: null };
+  async function check(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    action: QueueAction,
+  ): Promise<Caller | null> {
+    const header = req.headers.authorization;
+    let caller = permissions.caller(header);
+    if (caller === null && opts.isAdmin !== undefined && (await opts.isAdmin(header))) caller = ADMIN;
     if (caller === null) {
       void reply
         .code(401)
@@ -141,13 +154,13 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
   }
 
   app.get('/api/v1/queues', async (req, reply) => {
-    const caller = check(req, reply, 'consume');
+    const caller = await check(req, reply, 'consume');
     if (caller === null) return reply;
     return { queues: queues.list().filter((q) => QueuePermissions.allows(caller, q.name, 'consume')) };
   });
 
   app.get<{ Params: Params }>('/api/v1/queues/:name', { schema: { params: name } }, async (req, reply) => {
-    if (check(req, reply, 'consume') === null) return reply;
+    if ((await check(req, reply, 'consume')) === null) return reply;
     return queues.stats(req.params.name);
   });
 
@@ -174,7 +187,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       },
     },
     async (req, reply) => {
-      if (check(req, reply, 'consume') === null) return reply;
+      if ((await check(req, reply, 'consume')) === null) return reply;
       const body = req.body ?? {};
       const acked = body.ack === undefined ? undefined : queues.ack(req.params.name, body.ack).unknown;
       const name = req.params.name;
@@ -224,7 +237,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
         },
       },
       async (req, reply) => {
-        if (check(req, reply, 'consume') === null) return reply;
+        if ((await check(req, reply, 'consume')) === null) return reply;
         const { unknown } = run(req.params.name, req.body);
         return { settled: req.body.receipts.length - unknown.length, unknown };
       },
@@ -250,7 +263,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       },
     },
     async (req, reply) => {
-      if (check(req, reply, 'admin') === null) return reply;
+      if ((await check(req, reply, 'admin')) === null) return reply;
       return { messages: queues.peek(req.params.name, req.query.max ?? 10).map(messageJson) };
     },
   );
@@ -259,7 +272,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
     '/api/v1/queues/:name/purge',
     { schema: { params: name } },
     async (req, reply) => {
-      if (check(req, reply, 'admin') === null) return reply;
+      if ((await check(req, reply, 'admin')) === null) return reply;
       return { purged: queues.purge(req.params.name) };
     },
   );
@@ -277,7 +290,7 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       },
     },
     async (req, reply) => {
-      if (check(req, reply, 'admin') === null) return reply;
+      if ((await check(req, reply, 'admin')) === null) return reply;
       try {
         return { replayed: queues.replayDeadLetters(req.params.name, req.body?.max) };
       } catch (err) {
