@@ -207,11 +207,11 @@ describe('HTTP pull routes', () => {
     const app = Fastify();
     const basic = `Basic ${Buffer.from('ops:pw').toString('base64')}`;
     await app.register(queueRoutes, { queues: broker.queues, isAdmin: async (h) => h === basic });
-    await app.ready();
-    const get = (authorization: string) =>
-      app.inject({ method: 'GET', url: '/api/v1/queues/jobs/peek', headers: { authorization } });
-    expect((await get(basic)).statusCode).toBe(200);
-    expect((await get(`Basic ${Buffer.from('ops:no').toString('base64')}`)).statusCode).toBe(401);
-    await app.close();
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    onCleanup(() => app.close());
+    const get = async (authorization: string) =>
+      (await fetch(`${base}/api/v1/queues/jobs/peek`, { headers: { authorization } })).status;
+    expect(await get(basic)).toBe(200);
+    expect(await get(`Basic ${Buffer.from('ops:no').toString('base64')}`)).toBe(401);
   });
 });
