@@ -10,6 +10,7 @@ import { Counters } from './counters.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
+import { LogRing } from './log-ring.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import {
@@ -100,6 +101,8 @@ export interface BrokerStats {
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly options: ResolvedOptions;
   readonly log: Logger;
+  /** The logger's recent warnings and errors, when it keeps them (broker/log-ring.ts). */
+  readonly logRing: LogRing | undefined;
   readonly persistence: Persistence;
   readonly hooks: Hooks;
   /** Hook chains and plugin services (broker/hooks.ts). */
@@ -139,7 +142,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   constructor(opts: BrokerOptions = {}) {
     super();
     this.options = resolveOptions(opts);
-    this.log = opts.logger ?? createLogger(this.options.logLevel);
+    this.logRing = opts.logRing ?? (opts.logger ? undefined : new LogRing());
+    this.log = opts.logger ?? createLogger(this.options.logLevel, this.logRing);
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
     this.plugins = new PluginHost(this, this.log, this.options.hookTimeout);

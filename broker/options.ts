@@ -1,3 +1,4 @@
+import type { LogRing } from './log-ring.js';
 import { totalmem } from 'node:os';
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
@@ -48,6 +49,11 @@ export interface BrokerOptions {
   /** State backend; defaults to in-memory. */
   persistence?: Persistence;
   logger?: Logger;
+  /**
+   * Where the logger keeps its recent warnings and errors (api.warnings()); give it with `logger`
+   * (createLogger(level, ring)). Without `logger`, the broker makes both.
+   */
+  logRing?: LogRing;
   logLevel?: string;
   /** The older boolean hooks; run as the first plugin in the chain (true allows, false denies). */
   hooks?: Hooks;
@@ -195,7 +201,7 @@ type Listeners =
   | 'listeners';
 
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
+  Omit<BrokerOptions, 'persistence' | 'logger' | 'logRing' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
 > & {
   /** undefined: decided by whether authentication is configured (Broker.anonymousAllowed). */
   allowAnonymous: boolean | undefined;
