@@ -1,9 +1,9 @@
-import type { LogRing } from './log-ring.js';
 import { totalmem } from 'node:os';
 import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
+import type { LogRing } from './log-ring.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import { checkListeners, type ListenerOptions } from './transports/listeners.js';
 import type { TlsOptions } from './transports/tls.js';
@@ -201,7 +201,10 @@ type Listeners =
   | 'listeners';
 
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'logRing' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
+  Omit<
+    BrokerOptions,
+    'persistence' | 'logger' | 'logRing' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners
+  >
 > & {
   /** undefined: decided by whether authentication is configured (Broker.anonymousAllowed). */
   allowAnonymous: boolean | undefined;

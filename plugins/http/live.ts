@@ -41,7 +41,9 @@ export class LiveStats {
   private readonly streams = new Set<ServerResponse>();
   private counts = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
-  private last: { time: number; in: number; out: number; bin: number; bout: number; drop: number } | undefined;
+  private last:
+    | { time: number; in: number; out: number; bin: number; bout: number; drop: number }
+    | undefined;
   private latest: LiveSample | undefined;
 
   constructor(private readonly api: PluginApi) {
