@@ -70,6 +70,8 @@ export default definePlugin<HttpOptions | undefined>({
     const app: FastifyInstance = Fastify({
       logger: false,
       forceCloseConnections: true,
+      // Unknown fields are refused (400), not silently dropped: a typo must not go unnoticed.
+      ajv: { customOptions: { removeAdditional: false } },
       // The admin API's bodies are small: a publish payload at most.
       bodyLimit: 1024 * 1024,
     });
