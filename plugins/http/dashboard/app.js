@@ -154,9 +154,9 @@ async function loadClients() {
       }
       tr.append(
         cell(c.clientId),
-        cell(c.username ?? ''),
+        cell(c.username ?? '', 'hide-narrow'),
         state,
-        cell(c.remoteAddress ?? ''),
+        cell(c.remoteAddress ?? '', 'hide-narrow'),
         cell(fmt(c.subscriptionCount), 'num'),
         cell(fmt(c.queued), 'num'),
         td,
