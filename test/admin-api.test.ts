@@ -7,7 +7,8 @@ import { MemoryPersistence } from '../persistence/memory.js';
 import httpPlugin from '../plugins/http/index.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { formatHash, hashPassword } from '../plugins/password-file/passwords.js';
-import { connect, disconnected, nextMessages, onCleanup } from './helpers.js';
+import { run } from './cli-helpers.js';
+import { connect, disconnected, nextMessages, onCleanup, QUIET_CLI } from './helpers.js';
 import { startAdmin, TOKEN } from './http-helpers.js';
 
 interface Page<T> {
@@ -322,5 +323,56 @@ describe('admin API routes', () => {
     const warnings =
       await a.json<{ level: string; msg: string; fields: Record<string, unknown> }[]>('/api/v1/warnings');
     expect(warnings[0]).toMatchObject({ level: 'warn', msg: 'something odd', fields: { clientId: 'g-1' } });
+  });
+});
+
+describe('the CLI with the HTTP listener', () => {
+  it('generates the admin token into the LevelDB data dir, serves the dashboard, and keeps the token across restarts', async () => {
+    const dataDir = join(await mkdtemp(join(tmpdir(), 'heron-admin-cli-')), 'data');
+    const args = [
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--ws-port',
+      '0',
+      '--http-port',
+      '0',
+      '--data-dir',
+      dataDir,
+    ];
+    const start = async () => {
+      const r = run(args);
+      const line = await r.line((l) => l.plugin === 'http' && typeof l.url === 'string');
+      await r.line((l) => l.msg === 'listening');
+      return { r, base: line.url as string };
+    };
+    const first = await start();
+    const warn = first.r.lines.find((l) => l.plugin === 'http' && l.level === 40);
+    expect(warn?.file).toBe(join(dataDir, 'admin-token'));
+    const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+    const page = await fetch(`${first.base}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<title>Heron</title>');
+    expect((await fetch(`${first.base}/vendor/uplot/uPlot.iife.min.js`)).status).toBe(200);
+    expect((await fetch(`${first.base}/api/v1/clients`)).status).toBe(401);
+    const auth = { headers: { authorization: `Bearer ${token}` } };
+    expect((await fetch(`${first.base}/api/v1/clients`, auth)).status).toBe(200);
+    first.r.child.kill('SIGTERM');
+    expect((await first.r.done).code).toBe(0);
+
+    // The data dir now holds LevelDB and the token: it opens, with the same token.
+    const second = await start();
+    expect((await fetch(`${second.base}/api/v1/clients`, auth)).status).toBe(200);
+    second.r.child.kill('SIGTERM');
+    await second.r.done;
+  });
+
+  it('--http-port off: no HTTP listener', async () => {
+    const r = run([...QUIET_CLI]);
+    await r.line((l) => l.msg === 'listening');
+    expect(r.lines.some((l) => l.plugin === 'http')).toBe(false);
+    r.child.kill('SIGTERM');
+    await r.done;
   });
 });
