@@ -6,7 +6,7 @@ import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '..
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { ClientLimits, type ConnectionsRefused } from './client-limits.js';
 import { Connection, type ConnectionInfo } from './connection.js';
-import { Counters } from './counters.js';
+import { Counters, PROTOCOL_NAMES } from './counters.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
@@ -427,6 +427,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     );
     const c = this.counters;
     c.connectsTotal++;
+    const key = `${info.transport} ${PROTOCOL_NAMES[info.protocolVersion]}`;
+    c.connects[key] = (c.connects[key] ?? 0) + 1;
     conn.counted = true;
     if (++c.connected > c.maxConnected) c.maxConnected = c.connected;
     this.emit('client', info);

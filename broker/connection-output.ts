@@ -202,7 +202,9 @@ export abstract class ConnectionOutput {
       return false;
     }
     this.write(buf);
-    this.broker.counters.publishSent[qos]++;
+    const counters = this.broker.counters;
+    counters.publishSent[qos]++;
+    counters.publishBytesSent[qos] += buf.length;
     return true;
   }
 

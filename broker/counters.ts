@@ -1,5 +1,8 @@
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 
+/** MQTT protocol levels by name, as stats report them. */
+export const PROTOCOL_NAMES = { 3: '3.1', 4: '3.1.1', 5: '5.0' } as const;
+
 /** Upper bounds (seconds) of the persistence batch latency histogram. */
 export const BATCH_BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
@@ -21,6 +24,11 @@ export class Counters {
   /** PUBLISH packets by QoS. */
   readonly publishReceived: [number, number, number] = [0, 0, 0];
   readonly publishSent: [number, number, number] = [0, 0, 0];
+  /** Bytes of those PUBLISH packets by QoS (received: without the fixed header). */
+  readonly publishBytesReceived: [number, number, number] = [0, 0, 0];
+  readonly publishBytesSent: [number, number, number] = [0, 0, 0];
+  /** CONNECTs accepted by `<transport> <protocol>` (counted per connect, not per message). */
+  readonly connects: Record<string, number> = Object.create(null);
   connectsTotal = 0;
   authFailures = 0;
   maxConnected = 0;

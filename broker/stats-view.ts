@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { BrokerStatsSnapshot, ByQos, GroupInfo, QueueInfo } from '../plugins/stats-types.js';
 import type { Broker } from './broker.js';
-import { BATCH_BOUNDS } from './counters.js';
+import { BATCH_BOUNDS, PROTOCOL_NAMES as PROTOCOLS } from './counters.js';
 import type { Session } from './session.js';
 
 /** The package version, read once (from source: ../package.json; built: ../../package.json). */
@@ -19,8 +19,6 @@ const VERSION: string = (() => {
   }
   return 'unknown';
 })();
-
-const PROTOCOLS = { 3: '3.1', 4: '3.1.1', 5: '5.0' } as const;
 
 function queuedBytes(s: Session): number {
   return s.heldBytes + s.storedBytes;
@@ -79,6 +77,10 @@ export function statsSnapshot(broker: Broker): BrokerStatsSnapshot {
       byTransport,
       byProtocol,
       connectsTotal: c.connectsTotal,
+      connectsBy: Object.entries(c.connects).map(([k, n]) => {
+        const [transport, protocol] = k.split(' ');
+        return { transport, protocol, count: n };
+      }),
       authFailuresTotal: c.authFailures,
     },
     messages: {
@@ -86,6 +88,8 @@ export function statsSnapshot(broker: Broker): BrokerStatsSnapshot {
       sent: c.packetsSent,
       receivedByQos: [...c.publishReceived] as ByQos,
       sentByQos: [...c.publishSent] as ByQos,
+      bytesReceivedByQos: [...c.publishBytesReceived] as ByQos,
+      bytesSentByQos: [...c.publishBytesSent] as ByQos,
       dropped,
       stored: { count: queued + inflight + st.retained, bytes: bytes + st.retainedBytes },
     },

@@ -22,6 +22,8 @@ export interface ClientStats {
   byProtocol: Record<'3.1' | '3.1.1' | '5.0', number>;
   /** CONNECTs accepted since start. */
   connectsTotal: number;
+  /** The same by transport and protocol ('3.1', '3.1.1', '5.0'): only pairs seen. */
+  connectsBy: { transport: string; protocol: string; count: number }[];
   /** CONNECTs refused for credentials or authorization (0x86/0x87/0x8C, 3.1.1 0x04/0x05). */
   authFailuresTotal: number;
 }
@@ -33,6 +35,9 @@ export interface MessageStats {
   /** PUBLISH packets received from clients / sent to them, by QoS. */
   receivedByQos: ByQos;
   sentByQos: ByQos;
+  /** Bytes of those PUBLISH packets by QoS (received: after the fixed header; sent: whole packets). */
+  bytesReceivedByQos: ByQos;
+  bytesSentByQos: ByQos;
   /** Messages not delivered to a session, by reason (queue full, slow consumer, …). */
   dropped: Record<string, number>;
   /** Messages held for sessions (queued or in flight, in memory) plus retained ones, and their bytes (in memory and spilled). */

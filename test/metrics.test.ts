@@ -96,12 +96,19 @@ describe('Prometheus metrics', () => {
     // QoS 0 PUBLISH: 2 + 2 + 3 + 10 = 17 bytes, QoS 1: 19; PUBACK 4; UNSUBSCRIBE 10, UNSUBACK 4.
     expect(delta(before, after, 'heron_received_bytes_total')).toBe(7 * 17 + 3 * 19 + 3 * 4 + 10);
     expect(delta(before, after, 'heron_sent_bytes_total')).toBe(7 * 17 + 3 * 19 + 3 * 4 + 4);
-    expect(delta(before, after, 'heron_connections_total')).toBe(0);
+    // PUBLISH bytes by QoS: received counted after the 2-byte fixed header, sent whole.
+    expect(delta(before, after, 'heron_messages_received_bytes_total{qos="0"}')).toBe(7 * 15);
+    expect(delta(before, after, 'heron_messages_received_bytes_total{qos="1"}')).toBe(3 * 17);
+    expect(delta(before, after, 'heron_messages_sent_bytes_total{qos="0"}')).toBe(7 * 17);
+    expect(delta(before, after, 'heron_messages_sent_bytes_total{qos="1"}')).toBe(3 * 19);
+    expect(before.get('heron_connections_total{transport="tcp",protocol="3.1.1"}')).toBe(2);
+    expect(delta(before, after, 'heron_connections_total{transport="tcp",protocol="3.1.1"}')).toBe(0);
 
     await expect(connect(url, { clientId: 'm-bad', username: 'bad' })).rejects.toThrow();
     await connect(url, { clientId: 'm-v5', protocolVersion: 5 });
     const later = await scrape();
-    expect(delta(after, later, 'heron_connections_total')).toBe(1);
+    expect(delta(after, later, 'heron_connections_total{transport="tcp",protocol="3.1.1"}')).toBe(0);
+    expect(later.get('heron_connections_total{transport="tcp",protocol="5.0"}')).toBe(1);
     expect(delta(after, later, 'heron_auth_failures_total')).toBe(1);
     expect(later.get('heron_connections_by_protocol{protocol="5.0"}')).toBe(1);
     expect(later.get('heron_connections_max')).toBe(3);

@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import type { BrokerOptions } from '../broker/index.js';
 import aclFilePlugin from '../plugins/acl-file/index.js';
 import sysPlugin from '../plugins/sys/index.js';
-import { connect, onCleanup, startBroker } from './helpers.js';
+import { run } from './cli-helpers.js';
+import { connect, onCleanup, QUIET_CLI, startBroker } from './helpers.js';
 
 function sysBroker(extra: BrokerOptions['plugins'] = []) {
   return startBroker({ plugins: [[sysPlugin, { interval: 1 }], ...extra] });
@@ -119,6 +120,23 @@ describe('$SYS', () => {
     expect(w3.values.get('$SYS/broker/version')).toMatch(/^heron version /);
   });
 
+  it('is retained in memory only, outside --max-retained', async () => {
+    const { url, broker } = await startBroker({ plugins: [[sysPlugin, { interval: 1 }]], maxRetained: 1 });
+    const c = await connect(url, { clientId: 'sys-ret' });
+    const w = watch(c);
+    await c.subscribeAsync('$SYS/broker/retained messages/count');
+    // The client's one retained message still fits, though $SYS holds dozens.
+    await c.publishAsync('app/state', 'on', { qos: 1, retain: true });
+    await w.until(
+      (v) => v.has('$SYS/broker/retained messages/count') && num(v, 'retained messages/count') > 1,
+    );
+    expect(broker.stats.retainedRefused).toBe(0);
+    await new Promise((resolve) => broker.persistence.whenDurable(resolve));
+    const stored: string[] = [];
+    for await (const m of broker.persistence.listRetained()) stored.push(m.topic);
+    expect(stored).toEqual(['app/state']);
+  });
+
   it('is delivered only where the ACL grants it (authorizeDeliver)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'heron-sys-'));
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
@@ -151,5 +169,28 @@ describe('$SYS', () => {
     expect([...wp.values.keys()].filter((t) => t.startsWith('$SYS/broker/heron/'))).toEqual([]);
     // `#` does not match topics starting with $ [MQTT-4.7.2-1].
     expect([...wg.values.keys()].filter((t) => t.startsWith('$'))).toEqual([]);
+  });
+
+  it('the CLI publishes $SYS by default (--sys-interval 10) and not with --sys-interval 0', async () => {
+    const on = run([...QUIET_CLI]);
+    const a = await connect(`mqtt://127.0.0.1:${(await on.line((l) => l.msg === 'listening')).port}`);
+    const w = watch(a);
+    await a.subscribeAsync('$SYS/broker/version');
+    // The first update comes as soon as the broker is restored, not after the interval.
+    await w.until((v) => v.has('$SYS/broker/version'));
+    on.child.kill('SIGTERM');
+    expect((await on.done).code).toBe(0);
+
+    const off = run([...QUIET_CLI, '--sys-interval', '0']);
+    const b = await connect(`mqtt://127.0.0.1:${(await off.line((l) => l.msg === 'listening')).port}`);
+    const seen: string[] = [];
+    b.on('message', (t) => seen.push(t));
+    await b.subscribeAsync('$SYS/#');
+    await b.publishAsync('probe', 'x', { qos: 1 });
+    // A later SUBACK comes after any retained message of the first subscription.
+    await b.subscribeAsync('probe2');
+    expect(seen).toEqual([]);
+    off.child.kill('SIGTERM');
+    expect((await off.done).code).toBe(0);
   });
 });

@@ -152,7 +152,17 @@ export function createPrometheus(api: PluginApi): Prometheus {
     'Persistent sessions whose client is not connected',
     (s) => s.clients.disconnected,
   );
-  counter('heron_connections_total', 'CONNECTs accepted since start', (s) => s.clients.connectsTotal);
+  new Counter({
+    name: 'heron_connections_total',
+    help: 'CONNECTs accepted since start, by transport and protocol version',
+    labelNames: ['transport', 'protocol'],
+    registers,
+    collect() {
+      this.reset();
+      for (const c of snap().clients.connectsBy)
+        this.inc({ transport: c.transport, protocol: c.protocol }, c.count);
+    },
+  });
   counter(
     'heron_auth_failures_total',
     'CONNECTs refused for credentials or authorization since start',
@@ -179,6 +189,16 @@ export function createPrometheus(api: PluginApi): Prometheus {
     'Messages not delivered to a session, by reason',
     'reason',
     (s) => s.messages.dropped,
+  );
+  labelled(
+    'counter',
+    'heron_messages_received_bytes_total',
+    'Bytes of PUBLISH packets received by QoS (after the fixed header)',
+    'qos',
+    (s) => byQos(s.messages.bytesReceivedByQos),
+  );
+  labelled('counter', 'heron_messages_sent_bytes_total', 'Bytes of PUBLISH packets sent by QoS', 'qos', (s) =>
+    byQos(s.messages.bytesSentByQos),
   );
   counter('heron_received_bytes_total', 'Bytes received from clients', (s) => s.bytes.received);
   counter('heron_sent_bytes_total', 'Bytes sent to clients', (s) => s.bytes.sent);
