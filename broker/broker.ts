@@ -6,9 +6,11 @@ import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '..
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { ClientLimits, type ConnectionsRefused } from './client-limits.js';
 import { Connection, type ConnectionInfo } from './connection.js';
+import { Counters, PROTOCOL_NAMES } from './counters.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
+import { LogRing } from './log-ring.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import {
@@ -100,6 +102,8 @@ export interface BrokerStats {
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly options: ResolvedOptions;
   readonly log: Logger;
+  /** The logger's recent warnings and errors, when it keeps them (broker/log-ring.ts). */
+  readonly logRing: LogRing | undefined;
   readonly persistence: Persistence;
   readonly hooks: Hooks;
   /** Hook chains and plugin services (broker/hooks.ts). */
@@ -126,6 +130,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly limits: TopicLimits;
   /** Limits against abusive clients (broker/client-limits.ts): connect rate, flapping, publish rate, their counters. */
   readonly clientLimits: ClientLimits;
+  /** Traffic counters for stats, $SYS and metrics (broker/counters.ts, broker/stats-view.ts). */
+  readonly counters = new Counters();
+  /** Set once persistence is restored and plugins are set up. */
+  ready = false;
   private transports: Transport[] = [];
   private started: Promise<void> | null = null;
   private stopping = false;
@@ -137,7 +145,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   constructor(opts: BrokerOptions = {}) {
     super();
     this.options = resolveOptions(opts);
-    this.log = opts.logger ?? createLogger(this.options.logLevel);
+    this.logRing = opts.logRing ?? (opts.logger ? undefined : new LogRing());
+    this.log = opts.logger ?? createLogger(this.options.logLevel, this.logRing);
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
     this.plugins = new PluginHost(this, this.log, this.options.hookTimeout);
@@ -147,6 +156,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // here belongs to none and is logged.
     this.persistence.onCallbackError ??= (err) =>
       this.log.error({ err }, 'exception in a persistence callback');
+    this.persistence.onBatch ??= (ms) => this.counters.batch(ms);
     this.overflowPolicies = new OverflowPolicies(
       this.options.queueOverflow,
       this.options.queueOverflowByClient,
@@ -236,7 +246,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
     // Plugins are set up first: their hooks apply to everything restored and every connection.
-    this.started ??= this.plugins.setup(this.pluginEntries).then(() => restoreState(this));
+    this.started ??= this.plugins
+      .setup(this.pluginEntries)
+      .then(() => restoreState(this))
+      .then(() => {
+        this.ready = true;
+      });
     return this.started;
   }
 
@@ -414,6 +429,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       },
       'client connected',
     );
+    const c = this.counters;
+    c.connectsTotal++;
+    const key = `${info.transport} ${PROTOCOL_NAMES[info.protocolVersion]}`;
+    c.connects[key] = (c.connects[key] ?? 0) + 1;
+    conn.counted = true;
+    if (++c.connected > c.maxConnected) c.maxConnected = c.connected;
     this.emit('client', info);
   }
 
@@ -421,6 +442,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   connectionEnded(conn: Connection, why: string, fireWill: boolean): void {
     this.connections.delete(conn);
     if (conn.admitted) this.clientLimits.admitted--;
+    if (conn.counted) {
+      conn.counted = false;
+      this.counters.connected--;
+    }
     const session = conn.session;
     conn.session = null;
     const owned = session !== null && session.conn === conn;
@@ -493,6 +518,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   dropped(session: { readonly clientId: string } | null, msg: Message, reason: string): void {
     this.droppedCount++;
+    this.counters.drop(reason);
     const now = Date.now();
     if (now - this.lastDropLog > 1000) {
       this.lastDropLog = now;
@@ -523,6 +549,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.clear();
     this.wills.stop();
     this.shares.stop();
+    this.counters.stop();
     await this.plugins.close();
     // Persistence is flushed and closed only if it was opened.
     if (

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
+import type { LogRing } from './log-ring.js';
 import { type DeclaredQueue, type QueueOptions, resolveQueues } from './shared/declared.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import { checkListeners, type ListenerOptions } from './transports/listeners.js';
@@ -49,6 +50,11 @@ export interface BrokerOptions {
   /** State backend; defaults to in-memory. */
   persistence?: Persistence;
   logger?: Logger;
+  /**
+   * Where the logger keeps its recent warnings and errors (api.warnings()); give it with `logger`
+   * (createLogger(level, ring)). Without `logger`, the broker makes both.
+   */
+  logRing?: LogRing;
   logLevel?: string;
   /** The older boolean hooks; run as the first plugin in the chain (true allows, false denies). */
   hooks?: Hooks;
@@ -203,7 +209,7 @@ type Listeners =
 export type ResolvedOptions = Required<
   Omit<
     BrokerOptions,
-    'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | 'queues' | Listeners
+    'persistence' | 'logger' | 'logRing' | 'hooks' | 'plugins' | 'allowAnonymous' | 'queues' | Listeners
   >
 > & {
   queues: DeclaredQueue[];

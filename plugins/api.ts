@@ -4,9 +4,22 @@ import type { Message } from '../broker/message.js';
 import type { PulledMessage } from '../broker/shared/pull.js';
 import type { MessageProperties, QoS } from '../persistence/types.js';
 
-export type { PulledMessage };
-
+import type {
+  LogEntry,
+  Page,
+  RetainedEntry,
+  RetainedQuery,
+  Services,
+  SessionDetail,
+  SessionQuery,
+  SessionSummary,
+  SubscriptionEntry,
+  SubscriptionQuery,
+} from './admin-types.js';
+import type { BrokerStatsSnapshot, GroupInfo, QueueInfo } from './stats-types.js';
 import type { ClientInfo } from './types.js';
+
+export type { PulledMessage };
 
 /**
  * The public plugin contract: what a plugin module exports and the only thing its setup sees.
@@ -193,6 +206,44 @@ export interface PluginApi {
   disconnect(clientId: string, reasonCode?: number): boolean;
   /** Declared queues: pull consumers and administration. */
   readonly queues: QueueApi;
+  /**
+   * A snapshot of the broker's figures (plugins/stats-types.ts documents each): clients by
+   * transport and protocol, packets, PUBLISH messages by QoS, bytes, drops by reason, retained,
+   * queues, retries, dead letters, the limit counters, event-loop lag, persistence batch latency,
+   * `ready`. Counters count since start. Cheap enough to call every second (it walks connections,
+   * sessions and shared groups once); nothing is counted per message beyond integer increments.
+   */
+  stats(): BrokerStatsSnapshot;
+  /** The n sessions holding the most queue bytes (in memory and spilled), largest first; empty ones left out. */
+  topQueues(n: number): QueueInfo[];
+  /** Every shared subscription group (`$share/<group>/<filter>`): members, depth, in flight, in backoff, dead letters. */
+  groups(): GroupInfo[];
+  /**
+   * Sessions, connected or not (plugins/admin-types.ts): a page sorted by client id, filtered by
+   * id prefix, user name, connected. Walks every session: for operators' requests, not per message.
+   */
+  sessions(query?: SessionQuery): Page<SessionSummary>;
+  /** One session with its subscriptions and the connected client's will. */
+  session(clientId: string): SessionDetail | undefined;
+  /**
+   * Ends a session now: a connected client is disconnected (5.0: DISCONNECT 0x98) and its will
+   * published; subscriptions, queue and stored state go. False when there is no such session.
+   */
+  deleteSession(clientId: string): boolean;
+  /** Subscriptions of every session (or one), sorted by client id then filter. */
+  subscriptions(query?: SubscriptionQuery): Page<SubscriptionEntry>;
+  /** Retained messages (unexpired), sorted by topic, filtered by topic prefix. */
+  retained(query?: RetainedQuery): Page<RetainedEntry>;
+  /** The retained message of a topic. */
+  retainedMessage(topic: string): RetainedEntry | undefined;
+  /** Clears a topic's retained message (in memory and persistence); false when it had none. */
+  deleteRetained(topic: string): boolean;
+  /** The broker log's recent warnings and errors, newest first (empty with a logger given without a LogRing). */
+  warnings(limit?: number): LogEntry[];
+  /** Offers a service to other plugins by name (plugins/admin-types.ts Services); a name given twice throws. */
+  provide<K extends keyof Services>(name: K, service: Services[K]): void;
+  /** A service another plugin provides, looked up when needed (plugins set up in any order). */
+  service<K extends keyof Services>(name: K): Services[K] | undefined;
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**

@@ -1,8 +1,10 @@
+import { join } from 'node:path';
 import { LevelPersistence } from '../../persistence/level.js';
 import { MemoryPersistence } from '../../persistence/memory.js';
 import type { Persistence } from '../../persistence/types.js';
 import aclFilePlugin from '../../plugins/acl-file/index.js';
 import type { PluginEntry } from '../../plugins/api.js';
+import { type HttpOptions, default as httpPlugin } from '../../plugins/http/index.js';
 import { type HttpAuthOptions, default as httpAuthPlugin } from '../../plugins/http-auth/index.js';
 import { type JwtOptions, default as jwtPlugin } from '../../plugins/jwt/index.js';
 import { loadPluginModule } from '../../plugins/load.js';
@@ -10,6 +12,7 @@ import { loadPersistence } from '../../plugins/load-persistence.js';
 import passwordFilePlugin from '../../plugins/password-file/index.js';
 import queuesHttpPlugin, { type QueuesHttpOptions } from '../../plugins/queues/index.js';
 import scramPlugin from '../../plugins/scram/index.js';
+import sysPlugin from '../../plugins/sys/index.js';
 import type { BrokerOptions } from '../options.js';
 import { ConfigError } from './errors.js';
 import type { Config } from './schema.js';
@@ -97,6 +100,8 @@ export async function openPersistence(c: Config): Promise<Persistence> {
 /** The plugins in chain order, and the name each entry of `plugins:` registered under (for reloads). */
 export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; names: string[] }> {
   const entries: PluginEntry[] = [];
+  // $SYS only publishes (no hooks): first, so its first update is ready with the broker.
+  if (c.sysInterval > 0) entries.push([sysPlugin, { interval: c.sysInterval }]);
   if (c.passwordFile) entries.push([passwordFilePlugin, { file: c.passwordFile }]);
   if (c.scramFile) entries.push([scramPlugin, { file: c.scramFile }]);
   const names: string[] = [];
@@ -142,5 +147,18 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
   // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
   // plugins before it (jwt's acl claim, http-auth) get their say first.
   if (c.aclFile) entries.push([aclFilePlugin, { file: c.aclFile }]);
+  // Hooks nothing (an observer): anywhere; last reads best in the log.
+  if (c.httpPort !== 'off') {
+    const options: HttpOptions = {
+      port: c.httpPort,
+      host: c.httpHost || undefined,
+      token: c.adminToken || undefined,
+      // A generated token outlives restarts where the state does; with memory it is per run.
+      tokenFile: c.persistence === 'memory' ? undefined : join(c.dataDir, 'admin-token'),
+      adminUsers: c.adminUsers,
+      anonymous: c.adminAnonymous,
+    };
+    entries.push([httpPlugin, options]);
+  }
   return { entries, names };
 }

@@ -306,6 +306,32 @@ export const FLAGS = {
     default: 'auto',
     help: 'clients without a user name may connect: true, false, or auto (true unless authentication is configured)',
   },
+  'sys-interval': {
+    type: 'string',
+    default: '10',
+    help: 'seconds between $SYS topic updates (retained, Mosquitto names; 0 = no $SYS)',
+  },
+  'http-port': {
+    type: 'string',
+    default: '18083',
+    help: 'HTTP admin API, /metrics and dashboard port (0 = any free port, off = no HTTP listener)',
+  },
+  'http-host': { type: 'string', default: '127.0.0.1', help: 'address the HTTP listener binds' },
+  'admin-token': {
+    type: 'string',
+    default: '',
+    help: 'bearer token for the admin API (none and no --admin-users = generated into <data-dir>/admin-token)',
+  },
+  'admin-users': {
+    type: 'string',
+    default: '',
+    help: 'comma-separated --password-file users allowed as admin with HTTP Basic auth',
+  },
+  'admin-anonymous': {
+    type: 'boolean',
+    default: false,
+    help: 'the admin API needs no credentials (only behind something that authenticates)',
+  },
   'acl-file': {
     type: 'string',
     default: '',

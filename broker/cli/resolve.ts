@@ -69,6 +69,7 @@ function fromText(key: ConfigKey, items: string[]): unknown {
       return raw;
     case 'wsTrustedProxies':
     case 'wsAllowedOrigins':
+    case 'adminUsers':
       return list(raw);
     case 'plugins':
       return items.map((spec) => {
