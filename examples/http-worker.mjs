@@ -1,11 +1,11 @@
 // An HTTP pull worker for a declared queue (README "Job queues"), with fetch only.
 //   node examples/http-worker.mjs
-// Environment: HERON_HTTP (default http://localhost:8080), HERON_TOKEN (a bearer token allowed on
+// Environment: HERON_HTTP (default http://localhost:18083), HERON_TOKEN (a bearer token allowed on
 // the queue), QUEUE (jobs), MAX_JOBS (exit after that many).
 //
 // Long-polls up to 20 s for up to 10 jobs at a time, each leased for 30 s: acknowledged when done,
 // nacked (retried after 5 s) when it fails; one not acknowledged in time is redelivered.
-const base = process.env.HERON_HTTP ?? 'http://localhost:8080';
+const base = process.env.HERON_HTTP ?? 'http://localhost:18083';
 const queue = encodeURIComponent(process.env.QUEUE ?? 'jobs');
 const maxJobs = Number(process.env.MAX_JOBS ?? Number.POSITIVE_INFINITY);
 const headers = {

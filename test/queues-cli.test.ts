@@ -14,7 +14,10 @@ describe('heron --queue / queues:', () => {
   it('jobs published before any worker survive a restart and reach the first worker', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'heron-qcli-'));
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));
-    const base = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--data-dir', join(dir, 'data')];
+    const base = [
+      ...['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--http-port', 'off'],
+      ...['--data-dir', join(dir, 'data')],
+    ];
     const first = run([...base, '--queue', 'jobs=jobs/#']);
     const l1 = await first.line((l) => l.msg === 'listening');
     const pub = await connect(`mqtt://127.0.0.1:${l1.port}`, { protocolVersion: 5 });
@@ -34,14 +37,14 @@ describe('heron --queue / queues:', () => {
     expect(w.done().sort()).toEqual(['job-0', 'job-1', 'job-2']);
   });
 
-  it('--queue-http-port serves the queue API: a consumer token pulls its queue, heron queue administers', async () => {
+  it('the HTTP listener serves the queue API: a consumer token pulls its queue, heron queue administers', async () => {
     const r = run([
       ...['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--persistence', 'memory'],
       ...['--queue', 'jobs=jobs/#', '--queue', 'mail=mail/#'],
-      ...['--queue-http-port', '0', '--queue-admin-token', 'adm', '--queue-consumer', 'worker=jobs'],
+      ...['--http-port', '0', '--admin-token', 'adm', '--queue-consumer', 'worker=jobs'],
     ]);
     const mqtt = await r.line((l) => l.msg === 'listening');
-    const api = await r.line((l) => l.msg === 'queue API listening');
+    const api = await r.line((l) => l.msg.startsWith('admin API and dashboard on'));
     const base = `http://127.0.0.1:${api.port}`;
     const pub = await connect(`mqtt://127.0.0.1:${mqtt.port}`, { protocolVersion: 5 });
     await pub.publishAsync('jobs/1', 'hello', { qos: 1, properties: { payloadFormatIndicator: true } });

@@ -5,7 +5,7 @@
  * Jobs per broker CPU-second, end-to-end latency (publish to the worker having it), lost and
  * duplicated; the pull row's ratio to the push row per CPU-second (target ≥ 0.3), medians of
  * alternating rounds. Each round starts its own heron (`dist/broker/cli.js` on npm start's
- * defaults but in memory, with `--queue` and `--queue-http-port`); the generator shares the
+ * defaults but in memory, with `--queue` and the HTTP listener, `--http-port 0`); the generator shares the
  * machine with it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +38,7 @@ async function startBroker(): Promise<{ child: ChildProcess; mqtt: number; http:
   const args = [
     ...['--port', '0', '--host', HOST, '--ws-port', '0', '--persistence', 'memory', '--log-level', 'info'],
     ...['--queue', 'push=push/#', '--queue', 'pull=pull/#'],
-    ...['--queue-http-port', '0', '--queue-consumer', `${TOKEN}=*`],
+    ...['--http-port', '0', '--admin-token', 'bench-admin', '--queue-consumer', `${TOKEN}=*`],
   ];
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it.
   const nodeArgs = (process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
@@ -57,7 +57,7 @@ async function startBroker(): Promise<{ child: ChildProcess; mqtt: number; http:
         return;
       }
       if (l.msg === 'listening' && l.transport === 'tcp') mqtt = l.port!;
-      if (l.msg === 'queue API listening') http = l.port!;
+      if (l.msg?.startsWith('admin API and dashboard on')) http = l.port!;
       if (mqtt > 0 && http > 0) resolve({ mqtt, http });
     });
     child.once('exit', () => reject(new Error('heron exited while starting')));

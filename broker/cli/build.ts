@@ -10,7 +10,6 @@ import { type JwtOptions, default as jwtPlugin } from '../../plugins/jwt/index.j
 import { loadPluginModule } from '../../plugins/load.js';
 import { loadPersistence } from '../../plugins/load-persistence.js';
 import passwordFilePlugin from '../../plugins/password-file/index.js';
-import queuesHttpPlugin, { type QueuesHttpOptions } from '../../plugins/queues/index.js';
 import scramPlugin from '../../plugins/scram/index.js';
 import sysPlugin from '../../plugins/sys/index.js';
 import type { BrokerOptions } from '../options.js';
@@ -135,15 +134,6 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
     };
     entries.push([httpAuthPlugin, options]);
   }
-  if (c.queueHttpPort !== '') {
-    const options: QueuesHttpOptions = {
-      port: c.queueHttpPort,
-      host: c.queueHttpHost || undefined,
-      adminTokens: c.queueAdminToken ? [c.queueAdminToken] : [],
-      consumers: c.queueConsumers,
-    };
-    entries.push([queuesHttpPlugin, options]);
-  }
   // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
   // plugins before it (jwt's acl claim, http-auth) get their say first.
   if (c.aclFile) entries.push([aclFilePlugin, { file: c.aclFile }]);
@@ -157,6 +147,7 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
       tokenFile: c.persistence === 'memory' ? undefined : join(c.dataDir, 'admin-token'),
       adminUsers: c.adminUsers,
       anonymous: c.adminAnonymous,
+      queueConsumers: c.queueConsumers,
     };
     entries.push([httpPlugin, options]);
   }

@@ -165,26 +165,11 @@ export const FLAGS = {
     default: [],
     help: "name=filter: declare a durable job queue $share/name/filter that holds matching QoS 1/2 messages without workers (repeat; bounds in the config file's queues:)",
   },
-  'queue-http-port': {
-    type: 'string',
-    default: '',
-    help: 'port of the queue HTTP API (/api/v1/queues: pull, ack, nack, extend, admin routes); 0 = any free port (none = off)',
-  },
-  'queue-http-host': {
-    type: 'string',
-    default: '127.0.0.1',
-    help: 'address the queue HTTP API binds',
-  },
-  'queue-admin-token': {
-    type: 'string',
-    default: '',
-    help: 'bearer token that may use every queue and admin route of the queue HTTP API (heron queue)',
-  },
   'queue-consumer': {
     type: 'string',
     multiple: true,
     default: [],
-    help: 'token=queue[,queue...]: an HTTP bearer token that may pull from these declared queues (* = every queue; repeat)',
+    help: 'token=queue[,queue...]: a bearer token of the HTTP listener that may pull from these declared queues only (* = every queue; repeat)',
   },
   'share-queue-max': {
     type: 'string',

@@ -2,7 +2,7 @@ import { Document, isMap, isScalar, type Pair } from 'yaml';
 import { describeSource, type Effective } from './resolve.js';
 import type { ConfigKey } from './schema.js';
 
-const SECRETS = ['jwtSecret', 'queueAdminToken'] as const;
+const SECRETS = ['jwtSecret', 'adminToken'] as const;
 const HIDDEN = '(hidden)';
 
 /**

@@ -12,6 +12,8 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { definePlugin } from '../api.js';
 import { createPrometheus } from '../metrics/index.js';
+import { queueRoutes } from '../queues/http-routes.js';
+import type { QueueConsumer } from '../queues/permissions.js';
 import { type AdminAuth, isAdmin } from './auth.js';
 import { LiveStats } from './live.js';
 import { adminRoutes } from './routes.js';
@@ -30,6 +32,8 @@ export interface HttpOptions {
   adminUsers?: string[];
   /** No credentials needed at all (only when asked for). */
   anonymous?: boolean;
+  /** Tokens that may use only their declared queues' pull routes (README "Job queues"). */
+  queueConsumers?: QueueConsumer[];
   /** Called once listening (embedding, tests: the port when `port` is 0). */
   onListen?: (address: { host: string; port: number; url: string }) => void;
 }
@@ -90,7 +94,8 @@ export default definePlugin<HttpOptions | undefined>({
 
     app.addHook('onRequest', async (req, reply) => {
       const path = req.url.split('?', 1)[0];
-      if (isPublic(path)) return;
+      // The queue routes check their own credentials: admin ones (below) or a queue consumer's token.
+      if (isPublic(path) || path === '/api/v1/queues' || path.startsWith('/api/v1/queues/')) return;
       // EventSource cannot send headers: the SSE route takes the same value as `auth`.
       let header = req.headers.authorization;
       if (header === undefined && path === '/api/v1/events') {
@@ -135,6 +140,11 @@ export default definePlugin<HttpOptions | undefined>({
       async (_req, reply) => reply.type(prometheus.contentType).send(await prometheus.metrics()),
     );
     adminRoutes(app, api, live);
+    await app.register(queueRoutes, {
+      queues: api.queues,
+      consumers: o.queueConsumers,
+      isAdmin: (header) => isAdmin(auth, api, header),
+    });
     app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
     const uplot = join(dirname(createRequire(import.meta.url).resolve('uplot/package.json')), 'dist');

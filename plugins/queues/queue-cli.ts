@@ -10,7 +10,7 @@ const USAGE = `Usage: heron queue list [--http-url URL] [--admin-token TOKEN] [-
        heron queue peek NAME [--max N] [...]
        heron queue purge NAME [...]
        heron queue dlq-replay NAME [--max N] [...]
---http-url defaults to HERON_HTTP_URL, else http://127.0.0.1:8080; --admin-token to HERON_ADMIN_TOKEN.`;
+--http-url defaults to HERON_HTTP_URL, else http://127.0.0.1:18083; --admin-token to HERON_ADMIN_TOKEN.`;
 
 const NEEDS_NAME = new Set(['stats', 'peek', 'purge', 'dlq-replay']);
 
@@ -102,7 +102,7 @@ function parse(args: string[]) {
   return {
     command,
     name: command === 'list' ? undefined : name,
-    url: values['http-url'] ?? process.env.HERON_HTTP_URL ?? 'http://127.0.0.1:8080',
+    url: values['http-url'] ?? process.env.HERON_HTTP_URL ?? 'http://127.0.0.1:18083',
     token: values['admin-token'] ?? process.env.HERON_ADMIN_TOKEN ?? '',
     max,
     json: values.json === true,
