@@ -257,6 +257,8 @@ const HOST = '127.0.0.1';
 const HERON_OPTIONAL_FLAGS: [string, string][] = [
   ['--persistence', 'memory'],
   ['--ws-port', '0'],
+  // npm start serves the admin API and dashboard too: kept on, on a free port.
+  ['--http-port', '0'],
 ];
 
 /**

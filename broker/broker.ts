@@ -10,6 +10,7 @@ import { Counters, PROTOCOL_NAMES } from './counters.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
+import { LogRing } from './log-ring.js';
 import { createLogger } from './logger.js';
 import { createMessage, type Message } from './message.js';
 import {
@@ -20,6 +21,7 @@ import {
   resolveOptions,
 } from './options.js';
 import { OverflowPolicies } from './overflow-policy.js';
+import { QueueEngine } from './queues.js';
 import { RC } from './reason-codes.js';
 import { reauthorizeSubscriptions } from './reauthorize.js';
 import { restoreState } from './restore.js';
@@ -100,6 +102,8 @@ export interface BrokerStats {
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly options: ResolvedOptions;
   readonly log: Logger;
+  /** The logger's recent warnings and errors, when it keeps them (broker/log-ring.ts). */
+  readonly logRing: LogRing | undefined;
   readonly persistence: Persistence;
   readonly hooks: Hooks;
   /** Hook chains and plugin services (broker/hooks.ts). */
@@ -110,6 +114,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Shared subscription groups: strategies, group queues, redelivery, retry and dead-letter. */
   readonly shares: SharedGroups;
   readonly router: Router;
+  /** Declared queues for pull consumers and administration (api.queues). */
+  readonly queues: QueueEngine;
   /** Idempotency keys seen per publisher and topic (user property `idempotency-key`, 5.0). */
   readonly dedup: Dedup;
   readonly retained: RetainedStore;
@@ -139,7 +145,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   constructor(opts: BrokerOptions = {}) {
     super();
     this.options = resolveOptions(opts);
-    this.log = opts.logger ?? createLogger(this.options.logLevel);
+    this.logRing = opts.logRing ?? (opts.logger ? undefined : new LogRing());
+    this.log = opts.logger ?? createLogger(this.options.logLevel, this.logRing);
     this.persistence = opts.persistence ?? new MemoryPersistence();
     this.hooks = opts.hooks ?? {};
     this.plugins = new PluginHost(this, this.log, this.options.hookTimeout);
@@ -163,6 +170,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     );
     this.shares = new SharedGroups(this);
     this.router = new Router(this.shares);
+    this.queues = new QueueEngine(this);
     this.dedup = new Dedup(this.persistence, this.options.dedupWindow, this.options.dedupMaxKeys);
     this.wills = new WillScheduler(this);
     this.flow = new Flow(this.options.maxMemory, this.options.stuckTimeout * 1000);

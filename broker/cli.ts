@@ -9,5 +9,7 @@ if (command === 'passwd')
   import('../plugins/password-file/passwd-cli.js').then((m) => m.passwdMain(rest)).then(exit);
 else if (command === 'scram-passwd')
   import('../plugins/scram/credentials.js').then((m) => m.scramPasswdMain(rest)).then(exit);
+else if (command === 'queue')
+  import('../plugins/queues/queue-cli.js').then((m) => m.queueMain(rest)).then(exit);
 else if (command === 'check-config') import('./cli/main.js').then((m) => m.checkConfigMain(rest)).then(exit);
 else void import('./cli/main.js').then((m) => m.main(process.argv.slice(2)));

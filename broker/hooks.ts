@@ -9,6 +9,7 @@ import {
   type Verdict,
 } from '../plugins/api.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
+import { adminView } from './admin-view.js';
 import type { Broker } from './broker.js';
 import type { RegisteredMethod } from './enhanced-auth.js';
 import type { Session } from './session.js';
@@ -53,6 +54,8 @@ export class PluginHost {
     onPublish: [],
     onSubscribe: [],
   };
+  /** Services plugins provide one another (api.provide / api.service). */
+  private readonly services = new Map<string, unknown>();
   private readonly closers: { plugin: string; fn: () => void | Promise<void> }[] = [];
   private readonly reloaders: { plugin: string; fn: (options: unknown) => void | Promise<void> }[] = [];
   /** Each plugin's options as last given (setup, then reloads): what its onReload is passed. */
@@ -130,9 +133,11 @@ export class PluginHost {
         this.authMethods.set(method, { plugin: name, method: impl as RegisteredMethod['method'] });
       },
       publish: (message) => broker.publish(message),
+      queues: broker.queues,
       stats: () => statsSnapshot(broker),
       topQueues: (n) => topQueues(broker, n),
       groups: () => groupsView(broker),
+      ...adminView(broker, name, this.services),
       clients: () => {
         const out: ClientInfo[] = [];
         for (const c of broker.connections) if (c.state === 'connected') out.push(c.clientInfo);

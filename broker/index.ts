@@ -14,10 +14,15 @@ export {
   type AuthStep,
   definePlugin,
   type HookName,
+  type PeekedMessage,
   type Plugin,
   type PluginApi,
   type PluginEntry,
   type PluginHooks,
+  type PulledMessage,
+  type PullOptions,
+  type QueueApi,
+  type QueueStats,
   type SubscriptionInfo,
   type Verdict,
 } from '../plugins/api.js';
@@ -55,5 +60,6 @@ export {
   type ReloadableOption,
 } from './options.js';
 export { RC } from './reason-codes.js';
+export type { QueueOptions } from './shared/declared.js';
 export type { ShareStrategy } from './shared/strategies.js';
 export type { ListenerOptions, ListenerType } from './transports/listeners.js';

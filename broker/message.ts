@@ -19,6 +19,11 @@ export function nextSeq(): number {
   return lastSeq;
 }
 
+/** The clock time a seq was taken at (nextSeq seeds from Date.now() × 1024): a held message's age. */
+export function seqTime(seq: number): number {
+  return Math.floor(seq / 1024);
+}
+
 export function createMessage(
   topic: string,
   payload: Buffer,

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { Persistence } from '../persistence/types.js';
 import type { PluginEntry } from '../plugins/api.js';
 import type { Hooks } from '../plugins/types.js';
+import type { LogRing } from './log-ring.js';
+import { type DeclaredQueue, type QueueOptions, resolveQueues } from './shared/declared.js';
 import { SHARE_STRATEGIES, type ShareStrategy } from './shared/strategies.js';
 import { checkListeners, type ListenerOptions } from './transports/listeners.js';
 import type { TlsOptions } from './transports/tls.js';
@@ -48,6 +50,11 @@ export interface BrokerOptions {
   /** State backend; defaults to in-memory. */
   persistence?: Persistence;
   logger?: Logger;
+  /**
+   * Where the logger keeps its recent warnings and errors (api.warnings()); give it with `logger`
+   * (createLogger(level, ring)). Without `logger`, the broker makes both.
+   */
+  logRing?: LogRing;
   logLevel?: string;
   /** The older boolean hooks; run as the first plugin in the chain (true allows, false denies). */
   hooks?: Hooks;
@@ -156,6 +163,11 @@ export interface BrokerOptions {
   maxSharedGroupsPerClient?: number;
   /** Largest CONNECT, bytes: what a connection may buffer before its CONNECT is complete. */
   maxConnectSize?: number;
+  /**
+   * Declared queues (README "Job queues"): durable shared groups `$share/<name>/<filter>` that hold
+   * matching QoS 1/2 messages from start on, for MQTT members and pull consumers.
+   */
+  queues?: QueueOptions[];
 }
 
 export const QUEUE_OVERFLOW = ['backpressure', 'reject', 'drop-oldest', 'drop-new'] as const;
@@ -195,8 +207,12 @@ type Listeners =
   | 'listeners';
 
 export type ResolvedOptions = Required<
-  Omit<BrokerOptions, 'persistence' | 'logger' | 'hooks' | 'plugins' | 'allowAnonymous' | Listeners>
+  Omit<
+    BrokerOptions,
+    'persistence' | 'logger' | 'logRing' | 'hooks' | 'plugins' | 'allowAnonymous' | 'queues' | Listeners
+  >
 > & {
+  queues: DeclaredQueue[];
   /** undefined: decided by whether authentication is configured (Broker.anonymousAllowed). */
   allowAnonymous: boolean | undefined;
   port: number | null;
@@ -258,6 +274,8 @@ export const DEFAULTS = {
 } as const;
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
+  const queueOverflow = oneOf(o.queueOverflow ?? DEFAULTS.queueOverflow, QUEUE_OVERFLOW, 'queueOverflow');
+  const retryMaxAttempts = Math.max(0, Math.floor(o.retryMaxAttempts ?? DEFAULTS.retryMaxAttempts));
   return {
     port: o.port === undefined ? DEFAULTS.port : o.port,
     host: o.host,
@@ -276,7 +294,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     maxQueued: Math.max(0, o.maxQueued ?? DEFAULTS.maxQueued),
     maxQueuedBytes: Math.max(0, o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes),
     maxMemory: Math.max(0, o.maxMemory ?? defaultMaxMemory()),
-    queueOverflow: oneOf(o.queueOverflow ?? DEFAULTS.queueOverflow, QUEUE_OVERFLOW, 'queueOverflow'),
+    queueOverflow,
     queueOverflowByClient: (o.queueOverflowByClient ?? []).map((r, i) => ({
       match: String(r.match),
       policy: oneOf(r.policy, QUEUE_OVERFLOW, `queueOverflowByClient[${i}].policy`),
@@ -304,7 +322,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     shareQueueMax: Math.max(0, Math.floor(o.shareQueueMax ?? DEFAULTS.shareQueueMax)),
     retryBase: Math.max(0, o.retryBase ?? DEFAULTS.retryBase),
     retryFactor: Math.max(1, o.retryFactor ?? DEFAULTS.retryFactor),
-    retryMaxAttempts: Math.max(0, Math.floor(o.retryMaxAttempts ?? DEFAULTS.retryMaxAttempts)),
+    retryMaxAttempts,
     dedupWindow: Math.max(0, o.dedupWindow ?? DEFAULTS.dedupWindow),
     maxTopicLevels: clamp(o.maxTopicLevels ?? DEFAULTS.maxTopicLevels, 1, 65536),
     maxTopicLength: clamp(o.maxTopicLength ?? DEFAULTS.maxTopicLength, 1, 65535),
@@ -324,6 +342,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     maxSharedGroups: count(o.maxSharedGroups ?? DEFAULTS.maxSharedGroups),
     maxSharedGroupsPerClient: count(o.maxSharedGroupsPerClient ?? DEFAULTS.maxSharedGroupsPerClient),
     maxConnectSize: Math.max(64, Math.floor(o.maxConnectSize ?? DEFAULTS.maxConnectSize)),
+    queues: resolveQueues(o.queues ?? [], { queueOverflow, retryMaxAttempts }),
   };
 }
 

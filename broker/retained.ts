@@ -121,6 +121,30 @@ export class RetainedStore {
     return true;
   }
 
+  /** The retained message of a topic, unless it expired. */
+  get(topic: string): Message | undefined {
+    const msg = this.find(topic)?.msg;
+    return msg && !isExpired(msg, Date.now()) ? msg : undefined;
+  }
+
+  /** Clears a topic's retained message (the admin API); false when it had none. */
+  delete(topic: string): boolean {
+    if (!this.remove(topic)) return false;
+    this.persistence.setRetained(topic, null);
+    return true;
+  }
+
+  /** Every unexpired message held, walked over an explicit stack (no depth limit). */
+  *all(): Generator<Message> {
+    const now = Date.now();
+    const stack: Node[] = [this.root];
+    while (stack.length > 0) {
+      const node = stack.pop()!;
+      if (node.msg && !isExpired(node.msg, now)) yield node.msg;
+      for (const c of node.children.values()) stack.push(c);
+    }
+  }
+
   private find(topic: string): Node | undefined {
     let node: Node | undefined = this.root;
     for (const word of topic.split('/')) {

@@ -47,7 +47,10 @@ export class Router {
   private readonly tree = new TopicTree<Entry>();
   private stamp = 0;
 
-  constructor(readonly shares: SharedGroups) {}
+  constructor(readonly shares: SharedGroups) {
+    // Declared queues match from the start, with or without members.
+    for (const g of shares.queues.values()) this.tree.add(g.filter, g);
+  }
 
   get size(): number {
     return this.tree.size;
@@ -58,7 +61,7 @@ export class Router {
     if (shared) {
       // A group is in the tree while it has members (one restored with messages may have none yet).
       const group = this.shares.group(shared.group, shared.filter);
-      if (group.members.length === 0) this.tree.add(shared.filter, group);
+      if (group.members.length === 0 && group.queue === undefined) this.tree.add(shared.filter, group);
       group.join(session, sub.qos, sub.subscriptionId);
       return;
     }
@@ -99,7 +102,7 @@ export class Router {
     }
     const group = this.shares.find(shared.group, shared.filter);
     if (!group?.leave(session)) return;
-    if (group.members.length === 0) {
+    if (group.members.length === 0 && group.queue === undefined) {
       this.tree.remove(shared.filter, group);
       this.shares.release(group);
     }
@@ -173,9 +176,8 @@ export class Router {
 
   private anyFull(targets: Session[], groups: ShareGroup[] | undefined): boolean {
     for (const s of targets) if (s.overflowPolicy === 'reject' && s.matchQos > 0 && !s.canTake()) return true;
-    // A group's policy is the broker-wide one (it has no client id).
-    if (groups && this.shares.broker.options.queueOverflow === 'reject')
-      for (const g of groups) if (g.full()) return true;
+    // A group's policy is its declared queue's, else the broker-wide one (it has no client id).
+    if (groups) for (const g of groups) if (g.policy === 'reject' && g.full()) return true;
     return false;
   }
 

@@ -125,6 +125,13 @@ export interface GroupMessageRecord {
   member?: string;
   /** In flight at QoS 2: the packet id it was sent to `member` with. */
   packetId?: number;
+  /**
+   * Pulled by a consumer of a declared queue (the queue engine's pull): the receipt that
+   * acknowledges it, kept so that a consumer's ack still works after a restart.
+   */
+  receipt?: string;
+  /** Pulled: epoch ms at which it becomes visible again (redelivered) unless acknowledged. */
+  visibleUntil?: number;
 }
 
 /**

@@ -1,9 +1,25 @@
 import type { Logger } from 'pino';
 import type { PublishOptions } from '../broker/broker.js';
 import type { Message } from '../broker/message.js';
-import type { QoS } from '../persistence/types.js';
+import type { PulledMessage } from '../broker/shared/pull.js';
+import type { MessageProperties, QoS } from '../persistence/types.js';
+
+import type {
+  LogEntry,
+  Page,
+  RetainedEntry,
+  RetainedQuery,
+  Services,
+  SessionDetail,
+  SessionQuery,
+  SessionSummary,
+  SubscriptionEntry,
+  SubscriptionQuery,
+} from './admin-types.js';
 import type { BrokerStatsSnapshot, GroupInfo, QueueInfo } from './stats-types.js';
 import type { ClientInfo } from './types.js';
+
+export type { PulledMessage };
 
 /**
  * The public plugin contract: what a plugin module exports and the only thing its setup sees.
@@ -83,6 +99,86 @@ export interface AuthMethod<State = unknown> {
   continue(client: ClientInfo, state: State, data: Buffer | undefined): MaybePromise<AuthStep<State>>;
 }
 
+/** A declared queue's settings and state (README "Job queues"). */
+export interface QueueStats {
+  name: string;
+  filter: string;
+  /** Waiting for a consumer (member or puller). */
+  waiting: number;
+  /** In backoff after a failed attempt (nack with a delay, an MQTT member's negative PUBACK). */
+  delayed: number;
+  /** Pulled and not yet acknowledged (within their visibility timeout). */
+  pulled: number;
+  /** Payload and topic bytes of what it holds (waiting, delayed, pulled). */
+  bytes: number;
+  /** MQTT members subscribed to `$share/<name>/<filter>`, and of those connected. */
+  members: number;
+  membersOnline: number;
+  /** Age of its oldest message, ms; null when it holds none. */
+  oldestAgeMs: number | null;
+  /** Messages sent to `$DLQ/<name>/…` since start. */
+  deadLettered: number;
+  maxMessages: number;
+  maxBytes: number;
+  overflow: string;
+  maxAttempts: number;
+  visibilityMs: number;
+}
+
+/** A held message seen without taking it. */
+export interface PeekedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  properties?: MessageProperties;
+  /** Failed attempts so far. */
+  attempts: number;
+  publishedAt: number;
+  priority: number;
+  state: 'waiting' | 'delayed' | 'pulled';
+}
+
+export interface PullOptions {
+  /** Messages at most, 1–100 (default 1). */
+  max?: number;
+  /** Ms before an unacknowledged message is redelivered (default: the queue's visibilityMs). */
+  visibilityMs?: number;
+  /** Ms to wait for a message when none is waiting (long poll; default 0, at most 20000). */
+  waitMs?: number;
+  /** Aborted (the consumer went away): stop waiting, take nothing. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Declared queues (README "Job queues"): pull consumers and administration. Every method but
+ * list() and stats() throws a RangeError for a name that is no declared queue. Receipts come from
+ * pull(); ack/nack/extend return the receipts they did not know (already settled, expired and
+ * redelivered since, or never issued).
+ */
+export interface QueueApi {
+  /** Whether `name` is a declared queue (cheap; stats() walks the queue for its oldest message). */
+  has(name: string): boolean;
+  list(): QueueStats[];
+  stats(name: string): QueueStats | undefined;
+  pull(name: string, options?: PullOptions): Promise<PulledMessage[]>;
+  ack(name: string, receipts: readonly string[]): { unknown: string[] };
+  /** Redelivered after `delayMs` (default 0), counted as an attempt; past maxAttempts dead-lettered. */
+  nack(name: string, receipts: readonly string[], delayMs?: number): { unknown: string[] };
+  extend(name: string, receipts: readonly string[], visibilityMs: number): { unknown: string[] };
+  /** Resolves true once a message is waiting, false after `ms` or when `signal` aborts. */
+  wait(name: string, ms: number, signal?: AbortSignal): Promise<boolean>;
+  /** Up to `max` (default 10) held messages, next to be delivered first, without taking them. */
+  peek(name: string, max?: number): PeekedMessage[];
+  /** Deletes what it holds (waiting, delayed, pulled); returns how many. */
+  purge(name: string): number;
+  /**
+   * Moves the dead letters of queue `name` back into it: the messages held by a declared queue
+   * whose filter is `$DLQ/<name>/#`, on their original topic without the dead-letter user
+   * properties, attempts reset. Returns how many.
+   */
+  replayDeadLetters(name: string, max?: number): number;
+}
+
 /** What a plugin's setup gets. */
 export interface PluginApi {
   /** The plugin's name. */
@@ -108,6 +204,8 @@ export interface PluginApi {
    * closed. Its will is published. False when no such client is connected.
    */
   disconnect(clientId: string, reasonCode?: number): boolean;
+  /** Declared queues: pull consumers and administration. */
+  readonly queues: QueueApi;
   /**
    * A snapshot of the broker's figures (plugins/stats-types.ts documents each): clients by
    * transport and protocol, packets, PUBLISH messages by QoS, bytes, drops by reason, retained,
@@ -120,6 +218,32 @@ export interface PluginApi {
   topQueues(n: number): QueueInfo[];
   /** Every shared subscription group (`$share/<group>/<filter>`): members, depth, in flight, in backoff, dead letters. */
   groups(): GroupInfo[];
+  /**
+   * Sessions, connected or not (plugins/admin-types.ts): a page sorted by client id, filtered by
+   * id prefix, user name, connected. Walks every session: for operators' requests, not per message.
+   */
+  sessions(query?: SessionQuery): Page<SessionSummary>;
+  /** One session with its subscriptions and the connected client's will. */
+  session(clientId: string): SessionDetail | undefined;
+  /**
+   * Ends a session now: a connected client is disconnected (5.0: DISCONNECT 0x98) and its will
+   * published; subscriptions, queue and stored state go. False when there is no such session.
+   */
+  deleteSession(clientId: string): boolean;
+  /** Subscriptions of every session (or one), sorted by client id then filter. */
+  subscriptions(query?: SubscriptionQuery): Page<SubscriptionEntry>;
+  /** Retained messages (unexpired), sorted by topic, filtered by topic prefix. */
+  retained(query?: RetainedQuery): Page<RetainedEntry>;
+  /** The retained message of a topic. */
+  retainedMessage(topic: string): RetainedEntry | undefined;
+  /** Clears a topic's retained message (in memory and persistence); false when it had none. */
+  deleteRetained(topic: string): boolean;
+  /** The broker log's recent warnings and errors, newest first (empty with a logger given without a LogRing). */
+  warnings(limit?: number): LogEntry[];
+  /** Offers a service to other plugins by name (plugins/admin-types.ts Services); a name given twice throws. */
+  provide<K extends keyof Services>(name: K, service: Services[K]): void;
+  /** A service another plugin provides, looked up when needed (plugins set up in any order). */
+  service<K extends keyof Services>(name: K): Services[K] | undefined;
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**

@@ -21,7 +21,8 @@ function spawnCli(
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HERON_')) env[k] = v;
   return spawn(process.execPath, [CLI, ...args], {
     cwd: opts.cwd ?? ROOT,
-    env: { ...env, ...opts.env },
+    // No HTTP listener unless a test asks for one: parallel runs would all want port 18083.
+    env: { ...env, HERON_HTTP_PORT: 'off', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   }) as ChildProcess & { stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };
 }

@@ -59,7 +59,18 @@ interface BrokerProcess {
 const problems: string[] = [];
 
 async function startBrokerProcess(dir: string): Promise<BrokerProcess> {
-  const args = ['--port', '0', '--ws-port', '0', '--host', '127.0.0.1', '--data-dir', dir];
+  const args = [
+    '--port',
+    '0',
+    '--ws-port',
+    '0',
+    '--host',
+    '127.0.0.1',
+    '--http-port',
+    'off',
+    '--data-dir',
+    dir,
+  ];
   // Room for everything the offline subscribers collect: the default 1,000 would drop (by design).
   args.push('--log-level', 'info', '--max-queued', '100000', '--max-inflight', String(SUB_WINDOW));
   const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -23,7 +23,18 @@ afterEach(async () => {
 });
 
 /** CLI flags for a spawned broker that binds only 127.0.0.1 on free ports and keeps state in memory. */
-export const QUIET_CLI = ['--port', '0', '--host', '127.0.0.1', '--ws-port', '0', '--persistence', 'memory'];
+export const QUIET_CLI = [
+  '--port',
+  '0',
+  '--host',
+  '127.0.0.1',
+  '--ws-port',
+  '0',
+  '--persistence',
+  'memory',
+  '--http-port',
+  'off',
+];
 
 export interface TestBroker {
   broker: Broker;

@@ -575,6 +575,22 @@ export function persistenceConformance(name: string, factory: () => Promise<Pers
         ]);
       });
 
+      it("keeps a pulled message's receipt and visibility deadline", async () => {
+        const pulled = groupMessage(7, message(), {
+          attempts: 1,
+          dup: true,
+          receipt: 'r-7.x',
+          visibleUntil: 1_900_000_000_000,
+        });
+        store.putGroupMessage('q/jobs/#', pulled);
+        expect((await collect(store.listGroupMessages()))[0].rec).toEqual(pulled);
+        // Acknowledged or timed out: the record is put again without them.
+        const back = groupMessage(7, message(), { attempts: 2, dup: true });
+        store.putGroupMessage('q/jobs/#', back);
+        const [{ rec }] = await collect(store.listGroupMessages());
+        expect('receipt' in rec || 'visibleUntil' in rec).toBe(false);
+      });
+
       it('round-trips every StoredMessage field', async () => {
         const rich = richMessage();
         store.putGroupMessage('g/#', groupMessage(1, rich));

@@ -9,6 +9,7 @@ import { iotCommand2k, iotIngest2k, iotIngest2kShared, iotIngest10k, pacedFanOut
 import { latency } from './latency.js';
 import { opsCost } from './ops.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
+import { queues } from './queues.js';
 import { shared } from './shared.js';
 import { slowConsumer } from './slow-consumer.js';
 import { topicTree } from './topic-tree.js';
@@ -28,6 +29,7 @@ export const scenarios: Scenario[] = [
   latency(0),
   latency(1),
   shared,
+  queues,
   idleConnections,
   passwordConnects,
   aclCost('fan-in'),

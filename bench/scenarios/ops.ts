@@ -1,14 +1,13 @@
 /**
  * What operations cost: fan-in 20→1 at QoS 0 on herons of their own, "ops off" (`--sys-interval
- * 0`, no metrics) against "ops on" (`--sys-interval 1`, and plugins/metrics served over HTTP and
- * scraped every second by this process; a subscriber of `$SYS/#` receives every update). Target:
+ * 0`, `--http-port off`) against "ops on" (`--sys-interval 1`, the HTTP plugin with /metrics
+ * scraped every second by this process and a dashboard's SSE stream open, so its top-topics
+ * counter runs; a subscriber of `$SYS/#` receives every update). Target:
  * ops cost < 3% per broker CPU-second. As the ACL rows, the two alternate over rounds
  * (off/on, on/off, …) and the row reports the median of the rounds' on / off ratios.
  * mosquitto/aedes: `–`.
  */
 import { createServer } from 'node:net';
-import { join } from 'node:path';
-import { projectRoot } from '../brokers.js';
 import { runFlow } from '../flow.js';
 import {
   type BrokerScenario,
@@ -19,6 +18,7 @@ import {
 import { spawnHeron } from './persistence.js';
 
 const ROUNDS = 6;
+const TOKEN = 'bench-admin-token';
 const ROUND_MS = 2000;
 const TIME_BUDGET_MS = 90_000;
 /** Publishers top up at most this many messages ahead of the subscriber (see acl.ts: unpaced). */
@@ -55,21 +55,28 @@ async function run(
   index: number,
 ): Promise<{ r: ScenarioResult; scrapes: number }> {
   const port = on ? await freePort() : 0;
-  const plugin = join(projectRoot(), 'dist', 'bench', 'ops-metrics-plugin.js');
   const args = on
-    ? ['--sys-interval', '1', '--plugin', `${plugin}:${JSON.stringify({ port })}`]
-    : ['--sys-interval', '0'];
+    ? ['--sys-interval', '1', '--http-port', String(port), '--admin-token', TOKEN]
+    : ['--sys-interval', '0', '--http-port', 'off'];
   const { handle } = await spawnHeron(['--persistence', 'memory', ...args]);
   const options = { ...ctx.options, durationMs: Math.min(ctx.options.durationMs, ROUND_MS) };
   const own = createContext(handle, options, index, ctx.log);
   let scrapes = 0;
   let timer: NodeJS.Timeout | undefined;
+  const sse = new AbortController();
   try {
     if (on) {
       const sys = await own.connect('sys', 0);
       await sys.subscribe('$SYS/#', 0);
+      const auth = { authorization: `Bearer ${TOKEN}` };
+      // A dashboard watching: samples every second and counts topics per publish.
+      const stream = await fetch(`http://127.0.0.1:${port}/api/v1/events`, {
+        headers: auth,
+        signal: sse.signal,
+      });
+      void stream.body?.pipeTo(new WritableStream(), { signal: sse.signal }).catch(() => {});
       timer = setInterval(() => {
-        fetch(`http://127.0.0.1:${port}/metrics`)
+        fetch(`http://127.0.0.1:${port}/metrics`, { headers: auth })
           .then((res) => res.text())
           .then(
             () => {
@@ -82,6 +89,7 @@ async function run(
     return { r: await flow(own), scrapes };
   } finally {
     clearInterval(timer);
+    sse.abort();
     await own.closeAll();
     await handle.stop();
   }
@@ -96,7 +104,8 @@ function median(xs: number[]): number {
 export const opsCost: BrokerScenario = {
   kind: 'broker',
   id: 'ops-fan-in-qos0',
-  title: 'fan-in 20→1 QoS 0, ops on ($SYS every 1 s, metrics scraped every 1 s) vs off',
+  title:
+    'fan-in 20→1 QoS 0, ops on ($SYS every 1 s, metrics scraped every 1 s, dashboard stream open) vs off',
   strict: false,
   unsupported: { mosquitto: 'a heron configuration', aedes: 'a heron configuration' },
   async run(ctx) {

@@ -54,7 +54,21 @@ interface Spawned {
 export async function spawnHeron(args: string[]): Promise<Spawned> {
   const root = projectRoot();
   const cli = join(root, 'dist', 'broker', 'cli.js');
-  const all = [cli, '--port', '0', '--ws-port', '0', '--host', HOST, '--log-level', 'info', ...args];
+  // The HTTP listener stays on (npm start's default) on a free port: herons never share 18083.
+  const all = [
+    cli,
+    '--port',
+    '0',
+    '--ws-port',
+    '0',
+    '--http-port',
+    '0',
+    '--host',
+    HOST,
+    '--log-level',
+    'info',
+    ...args,
+  ];
   const t0 = performance.now();
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the brokers these scenarios start.
   const nodeArgs = [

@@ -1,8 +1,10 @@
+import { join } from 'node:path';
 import { LevelPersistence } from '../../persistence/level.js';
 import { MemoryPersistence } from '../../persistence/memory.js';
 import type { Persistence } from '../../persistence/types.js';
 import aclFilePlugin from '../../plugins/acl-file/index.js';
 import type { PluginEntry } from '../../plugins/api.js';
+import { type HttpOptions, default as httpPlugin } from '../../plugins/http/index.js';
 import { type HttpAuthOptions, default as httpAuthPlugin } from '../../plugins/http-auth/index.js';
 import { type JwtOptions, default as jwtPlugin } from '../../plugins/jwt/index.js';
 import { loadPluginModule } from '../../plugins/load.js';
@@ -60,6 +62,7 @@ export function brokerOptions(c: Config): BrokerOptions {
     shareStrategy: c.shareStrategy,
     shareGroups: c.shareGroups,
     shareQueueMax: c.shareQueueMax,
+    queues: c.queues,
     retryBase: c.retryBase,
     retryFactor: c.retryFactor,
     retryMaxAttempts: c.retryMaxAttempts,
@@ -134,5 +137,19 @@ export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; 
   // Last in the chains: the ACL file decides every check (what no rule grants is denied), so the
   // plugins before it (jwt's acl claim, http-auth) get their say first.
   if (c.aclFile) entries.push([aclFilePlugin, { file: c.aclFile }]);
+  // Hooks nothing (an observer): anywhere; last reads best in the log.
+  if (c.httpPort !== 'off') {
+    const options: HttpOptions = {
+      port: c.httpPort,
+      host: c.httpHost || undefined,
+      token: c.adminToken || undefined,
+      // A generated token outlives restarts where the state does; with memory it is per run.
+      tokenFile: c.persistence === 'memory' ? undefined : join(c.dataDir, 'admin-token'),
+      adminUsers: c.adminUsers,
+      anonymous: c.adminAnonymous,
+      queueConsumers: c.queueConsumers,
+    };
+    entries.push([httpPlugin, options]);
+  }
   return { entries, names };
 }

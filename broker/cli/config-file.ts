@@ -83,6 +83,18 @@ function knownKeysAt(path: readonly PropertyKey[]): string[] {
   if (top === 'plugins') return ['path', 'options'];
   if (top === 'queueOverflowByClient') return ['match', 'policy'];
   if (top === 'shareGroups') return ['strategy'];
+  if (top === 'queueConsumers') return ['token', 'queues'];
+  if (top === 'queues')
+    return [
+      'name',
+      'filter',
+      'maxMessages',
+      'maxBytes',
+      'overflow',
+      'maxAttempts',
+      'visibilityMs',
+      'strategy',
+    ];
   return [];
 }
 

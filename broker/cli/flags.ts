@@ -159,6 +159,18 @@ export const FLAGS = {
     default: [],
     help: 'group=strategy: the strategy of one share name (repeat the flag for more groups)',
   },
+  queue: {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: "name=filter: declare a durable job queue $share/name/filter that holds matching QoS 1/2 messages without workers (repeat; bounds in the config file's queues:)",
+  },
+  'queue-consumer': {
+    type: 'string',
+    multiple: true,
+    default: [],
+    help: 'token=queue[,queue...]: a bearer token of the HTTP listener that may pull from these declared queues only (* = every queue; repeat)',
+  },
   'share-queue-max': {
     type: 'string',
     default: String(DEFAULTS.shareQueueMax),
@@ -284,6 +296,27 @@ export const FLAGS = {
     default: '10',
     help: 'seconds between $SYS topic updates (retained, Mosquitto names; 0 = no $SYS)',
   },
+  'http-port': {
+    type: 'string',
+    default: '18083',
+    help: 'HTTP admin API, /metrics and dashboard port (0 = any free port, off = no HTTP listener)',
+  },
+  'http-host': { type: 'string', default: '127.0.0.1', help: 'address the HTTP listener binds' },
+  'admin-token': {
+    type: 'string',
+    default: '',
+    help: 'bearer token for the admin API (none and no --admin-users = generated into <data-dir>/admin-token)',
+  },
+  'admin-users': {
+    type: 'string',
+    default: '',
+    help: 'comma-separated --password-file users allowed as admin with HTTP Basic auth',
+  },
+  'admin-anonymous': {
+    type: 'boolean',
+    default: false,
+    help: 'the admin API needs no credentials (only behind something that authenticates)',
+  },
   'acl-file': {
     type: 'string',
     default: '',
@@ -359,6 +392,8 @@ export const META_FLAGS: readonly FlagName[] = ['config', 'print-config', 'help'
 export function flagKey(name: FlagName): string {
   if (name === 'plugin') return 'plugins';
   if (name === 'share-group-strategy') return 'shareGroups';
+  if (name === 'queue') return 'queues';
+  if (name === 'queue-consumer') return 'queueConsumers';
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
@@ -370,6 +405,7 @@ export function usage(): string {
     '       heron check-config FILE',
     '       heron passwd [-c] [-b] [-D] FILE USER [PASSWORD]',
     '       heron scram-passwd FILE USER PASSWORD',
+    '       heron queue list|stats|peek|purge|dlq-replay [NAME] [--http-url URL] [--admin-token TOKEN]',
     '',
     'Options:',
   ];

@@ -2,7 +2,7 @@ import { Document, isMap, isScalar, type Pair } from 'yaml';
 import { describeSource, type Effective } from './resolve.js';
 import type { ConfigKey } from './schema.js';
 
-const SECRETS = ['jwtSecret'] as const;
+const SECRETS = ['jwtSecret', 'adminToken'] as const;
 const HIDDEN = '(hidden)';
 
 /**
@@ -13,6 +13,7 @@ export function printConfig(eff: Effective): string {
   // Secrets are not printed (the output may be pasted into a bug report).
   const values = { ...eff.values };
   for (const k of SECRETS) if (values[k] !== '') values[k] = HIDDEN;
+  values.queueConsumers = values.queueConsumers.map((c) => ({ ...c, token: HIDDEN }));
   const doc = new Document(values);
   doc.commentBefore =
     ' Heron effective configuration: each value says where it came from (default < file < env < flag).';

@@ -69,6 +69,7 @@ function fromText(key: ConfigKey, items: string[]): unknown {
       return raw;
     case 'wsTrustedProxies':
     case 'wsAllowedOrigins':
+    case 'adminUsers':
       return list(raw);
     case 'plugins':
       return items.map((spec) => {
@@ -88,6 +89,17 @@ function fromText(key: ConfigKey, items: string[]): unknown {
           return [group, { strategy }];
         }),
       );
+    case 'queues':
+      return items.map((i) => {
+        const eq = i.indexOf('=');
+        if (eq <= 0) throw new TextError(`takes name=filter, got "${i}"`);
+        return { name: i.slice(0, eq), filter: i.slice(eq + 1) };
+      });
+    case 'queueConsumers':
+      return items.map((i) => {
+        const [token, queues] = pair(i, 'token=queue[,queue...]');
+        return { token, queues: list(queues) };
+      });
     case 'queueOverflowByClient':
       return items.map((i) => {
         const [match, policy] = pair(i, 'pattern=policy');

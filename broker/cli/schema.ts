@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { QUEUE_OVERFLOW } from '../options.js';
 import { type ShareStrategy, SHARE_STRATEGIES as STRATEGY_LIST } from '../shared/strategies.js';
+import { validFilter } from '../topic-tree.js';
 import { LISTENER_TYPES } from '../transports/listeners.js';
 
 /*
@@ -63,6 +64,22 @@ const overflowRule = z.strictObject({
   policy: oneOf(QUEUE_OVERFLOW),
 });
 
+const queue = z.strictObject({
+  name: str.regex(/^[^/+#]+$/, { error: 'a share name without / + #' }),
+  filter: str.refine((f) => validFilter(f) && !f.startsWith('$share/'), { error: 'a topic filter' }),
+  maxMessages: count.min(1, { error: 'a positive integer' }).optional(),
+  maxBytes: count.min(1, { error: 'a positive integer' }).optional(),
+  overflow: oneOf(QUEUE_OVERFLOW).optional(),
+  maxAttempts: count.optional(),
+  visibilityMs: count.min(1, { error: 'a positive integer' }).optional(),
+  strategy: oneOf(SHARE_STRATEGIES).optional(),
+});
+
+const queueConsumer = z.strictObject({
+  token: str.min(1, { error: 'a bearer token' }),
+  queues: z.array(str.min(1), { error: 'a list of queue names (* = every queue)' }),
+});
+
 /** Every configuration key and its schema. */
 export const KEYS = {
   port: portOrNull,
@@ -105,6 +122,8 @@ export const KEYS = {
     error: 'a mapping of share names to { strategy }',
   }),
   shareQueueMax: count,
+  queues: z.array(queue, { error: 'a list of { name, filter, ... }' }),
+  queueConsumers: z.array(queueConsumer, { error: 'a list of { token, queues }' }),
   retryBase: count,
   retryFactor: z.number({ error: 'a number >= 1' }).min(1, { error: 'a number >= 1' }),
   retryMaxAttempts: count,
@@ -130,6 +149,11 @@ export const KEYS = {
   allowAnonymous: z.union([bool, z.literal('auto')], { error: 'true, false or auto' }),
   aclFile: str,
   sysInterval: count,
+  httpPort: z.union([port, z.literal('off')], { error: `${PORT} or off` }),
+  httpHost: str,
+  adminToken: str,
+  adminUsers: z.array(str, { error: 'a list of user names' }),
+  adminAnonymous: bool,
   jwtSecret: str,
   jwtPublicKey: str,
   jwksFile: str,

@@ -165,7 +165,7 @@ function accept(conn: Connection, packet: IPublishPacket, topic: string, refused
       v5 ? props?.messageExpiryInterval : undefined,
     );
     // Under `reject` (some session's policy), a 5.0 publisher is told when a queue is full instead of being held back.
-    const reject = v5 && qos > 0 && broker.overflowPolicies.anyReject;
+    const reject = v5 && qos > 0 && (broker.overflowPolicies.anyReject || broker.shares.anyReject);
     const reached = broker.router.route(msg, session, reject);
     if (reached < 0) {
       // Routed to no one, not retained: the publisher may retry later [MQTT-3.3.4-7 allows 0x97].

@@ -1,9 +1,13 @@
 import type { GroupMessageRecord, OutgoingRecord, QoS } from '../../persistence/types.js';
 import type { EncodeCache } from '../encode.js';
 import { Gate, type GateOwner } from '../flow.js';
-import { type Message, nextSeq, outgoingRecord } from '../message.js';
+import { type Message, nextSeq, outgoingRecord, sizeOf } from '../message.js';
+import type { QueueOverflow } from '../options.js';
 import type { Session } from '../session.js';
+import type { DeclaredQueue } from './declared.js';
+import { Delayed } from './delayed.js';
 import type { SharedGroups } from './groups.js';
+import { PullQueue } from './pull.js';
 import { PriorityQueue, priorityOf, type Waiting } from './queue.js';
 import { type Candidate, isPartitioning, partitionOf, pick, type ShareStrategy } from './strategies.js';
 
@@ -42,6 +46,10 @@ export class SharedMember implements Candidate {
  *
  * A QoS 1/2 message is stored (persistence `putGroupMessage`) from the moment the group takes it
  * until a member acknowledges it, so a restart redelivers what was waiting, in backoff or in flight.
+ *
+ * A declared queue (`queue` set) is such a group that exists without members: it stays in the
+ * topic tree, holds messages within its own bounds and overflow policy, and pull consumers
+ * (`pulls`) take waiting messages as members do.
  */
 export class ShareGroup implements GateOwner {
   readonly kind = 'shared' as const;
@@ -54,25 +62,51 @@ export class ShareGroup implements GateOwner {
   deadLetters = 0;
   readonly waiting = new PriorityQueue();
   /** In backoff after a failed attempt, by due time. */
-  readonly delayed: Waiting[] = [];
-  private timer: unknown;
-  private timerDue = Number.POSITIVE_INFINITY;
+  readonly delayed: Delayed;
   private pumping = false;
   /** What publishers wait on while the group queue is full (backpressure). */
   private gate: Gate | undefined;
+  /** Payload and topic bytes of what it holds (waiting, in backoff, pulled). */
+  bytes = 0;
+  /** A declared queue's pull consumers: messages pulled and not yet acknowledged. */
+  readonly pulls: PullQueue | undefined;
+  /** Messages dead-lettered since start (declared queues' stats). */
+  deadLettered = 0;
 
   constructor(
     readonly name: string,
     readonly filter: string,
     readonly strategy: ShareStrategy,
-    private readonly host: SharedGroups,
+    readonly host: SharedGroups,
+    readonly queue?: DeclaredQueue,
   ) {
     this.id = `${name}/${filter}`;
+    this.delayed = new Delayed(
+      host.clock,
+      (moved) => {
+        for (const e of moved) this.waiting.insert(e);
+        this.pump();
+      },
+      (err) => host.broker.log.error({ err, group: this.id }, 'exception in a shared group retry timer'),
+    );
+    if (queue !== undefined) this.pulls = new PullQueue(this, host);
   }
 
-  /** Messages held (waiting or in backoff), against shareQueueMax. */
+  /** Messages held (waiting, in backoff, pulled), against shareQueueMax or the queue's bound. */
   get held(): number {
-    return this.waiting.size + this.delayed.length;
+    return this.waiting.size + this.delayed.length + (this.pulls?.size ?? 0);
+  }
+
+  /** Its overflow policy: the declared queue's, else the broker-wide one (a group has no client id). */
+  get policy(): QueueOverflow {
+    return this.queue?.overflow ?? this.host.broker.options.queueOverflow;
+  }
+
+  /** At its bound: shareQueueMax, or a declared queue's maxMessages / maxBytes. */
+  private atBound(): boolean {
+    const q = this.queue;
+    if (q === undefined) return this.held >= this.host.broker.options.shareQueueMax;
+    return this.held >= q.maxMessages || this.bytes >= q.maxBytes;
   }
 
   /** Adds a session or updates its QoS and subscription identifier (a repeated SUBSCRIBE). */
@@ -112,16 +146,21 @@ export class ShareGroup implements GateOwner {
     }
     if (msg.qos === 0) return this.deliverQos0(msg, cache);
     const host = this.host;
-    if (this.held >= host.broker.options.shareQueueMax && !this.overflow(msg)) return;
+    if (this.atBound() && !this.overflow(msg)) return;
     const e: Waiting = { seq: nextSeq(), message: msg, priority: priorityOf(msg), attempts: 0, dup: false };
     host.store(this.id, e);
     this.waiting.push(e);
+    this.bytes += sizeOf(msg);
     if (this.waiting.size > 1) this.pump();
+    else this.pulls?.wake();
   }
 
-  /** The group queue is at shareQueueMax and no member is ready (Router's `reject` check). */
+  /** At its bound with no member to take a message at once (Router's `reject` check). */
   full(): boolean {
-    return this.held >= this.host.broker.options.shareQueueMax && this.waiting.size > 0;
+    if (!this.atBound()) return false;
+    if (this.waiting.size > 0) return true;
+    // A declared queue at its bound with nothing waiting (all pulled or in backoff): full unless a member takes it now.
+    return this.queue !== undefined && !this.members.some((m) => m.ready);
   }
 
   /**
@@ -132,8 +171,18 @@ export class ShareGroup implements GateOwner {
   private overflow(msg: Message): boolean {
     const broker = this.host.broker;
     broker.flow.overflows++;
-    const policy = broker.options.queueOverflow;
+    const policy = this.policy;
     this.gate ??= new Gate(broker.flow, this);
+    if (policy === 'drop-oldest' && this.queue !== undefined) {
+      // A declared queue drops its oldest waiting message for the new one.
+      const old = this.waiting.shiftOldest();
+      if (old !== undefined) {
+        this.bytes -= sizeOf(old.message);
+        broker.persistence.deleteGroupMessage(this.id, old.seq);
+        broker.dropped(null, old.message, 'queue full: oldest dropped');
+        return true;
+      }
+    }
     if (policy === 'drop-new' || policy === 'drop-oldest' || this.gate.stuck) {
       broker.dropped(null, msg, 'share queue full');
       return false;
@@ -212,8 +261,25 @@ export class ShareGroup implements GateOwner {
   /** Hands waiting messages, highest priority first, to members with room, until none has. */
   pump(): void {
     if (!this.pumping && this.waiting.size > 0) this.pumpWaiting();
+    this.checkRoom();
+    if (this.waiting.size > 0) this.pulls?.wake();
+  }
+
+  /** Publishers held back by this full group resume once it is below 3/4 of its bound. */
+  checkRoom(): void {
     const gate = this.gate;
-    if (gate?.waiting && this.held <= this.host.broker.options.shareQueueMax * 0.75) gate.open();
+    if (!gate?.waiting) return;
+    const q = this.queue;
+    const room =
+      q === undefined
+        ? this.held <= this.host.broker.options.shareQueueMax * 0.75
+        : this.held <= q.maxMessages * 0.75 && this.bytes <= q.maxBytes * 0.75;
+    if (room) gate.open();
+  }
+
+  /** A consumer took or settled something: publishers waiting on this group are not stuck. */
+  progressed(): void {
+    this.gate?.progress();
   }
 
   private pumpWaiting(): void {
@@ -228,6 +294,7 @@ export class ShareGroup implements GateOwner {
             : pick(this.strategy, this.members, e.message, this);
         if (i < 0) break;
         this.waiting.shift();
+        this.bytes -= sizeOf(e.message);
         this.resend(this.members[i], e);
         this.gate?.progress();
       }
@@ -283,56 +350,40 @@ export class ShareGroup implements GateOwner {
       dup: rec.state !== 'queued' || rec.dup === true,
     };
     this.waiting.insert(e);
+    this.bytes += sizeOf(e.message);
+  }
+
+  /** A message back from a member that failed it: held again, in backoff until e.dueAt. */
+  retry(e: Waiting): void {
+    this.bytes += sizeOf(e.message);
+    this.delay(e);
   }
 
   /** A message whose attempt failed waits until e.dueAt, then goes to a member again. */
   delay(e: Waiting): void {
-    const due = e.dueAt ?? 0;
-    let i = this.delayed.length;
-    while (i > 0 && (this.delayed[i - 1].dueAt ?? 0) > due) i--;
-    this.delayed.splice(i, 0, e);
-    if (due < this.timerDue) this.arm();
+    this.delayed.add(e);
   }
 
   /** A message restored from persistence: waiting, or in backoff until its due time. */
   restore(e: Waiting, now: number): void {
+    this.bytes += sizeOf(e.message);
     if (e.dueAt !== undefined && e.dueAt > now) this.delay(e);
     else this.waiting.insert(e);
   }
 
-  private arm(): void {
-    const clock = this.host.clock;
-    if (this.timer !== undefined) clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
-    if (this.delayed.length === 0) return;
-    const due = this.delayed[0].dueAt ?? 0;
-    this.timerDue = due;
-    this.timer = clock.setTimeout(this.onTimer, due - clock.now());
+  /** Deletes everything it holds (waiting, in backoff, pulled); returns how many. */
+  purge(): number {
+    const all = [...this.waiting.clear(), ...this.delayed.clear(), ...(this.pulls?.drain() ?? [])];
+    const persistence = this.host.broker.persistence;
+    for (const e of all) persistence.deleteGroupMessage(this.id, e.seq);
+    this.bytes = 0;
+    this.checkRoom();
+    return all.length;
   }
-
-  private readonly onTimer = (): void => {
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
-    try {
-      const now = this.host.clock.now();
-      let moved = 0;
-      while (this.delayed.length > 0 && (this.delayed[0].dueAt ?? 0) <= now) {
-        this.waiting.insert(this.delayed.shift()!);
-        moved++;
-      }
-      this.arm();
-      if (moved > 0) this.pump();
-    } catch (err) {
-      // A timer callback: logged, never thrown on into the event loop.
-      this.host.broker.log.error({ err, group: this.id }, 'exception in a shared group retry timer');
-    }
-  };
 
   /** Cancels the backoff timer (broker closing). */
   stop(): void {
-    if (this.timer !== undefined) this.host.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Number.POSITIVE_INFINITY;
+    this.pulls?.stop();
+    this.delayed.stop();
   }
 }

@@ -31,11 +31,24 @@ export class SharedGroups {
   /** Who created each group created by a SUBSCRIBE, and how many of those each client has. */
   private readonly creators = new Map<ShareGroup, string>();
   private readonly created = new Map<string, number>();
+  /** Declared queues by name (BrokerOptions.queues): groups that exist without members. */
+  readonly queues = new Map<string, ShareGroup>();
+  /** Some declared queue has the `reject` policy: 5.0 publishers' QoS 1/2 publishes are checked. */
+  readonly anyReject: boolean;
 
   constructor(
     readonly broker: Broker,
     readonly clock: Clock = systemClock,
-  ) {}
+  ) {
+    const o = broker.options;
+    for (const q of o.queues) {
+      const strategy = q.strategy ?? o.shareGroups[q.name]?.strategy ?? o.shareStrategy;
+      const g = new ShareGroup(q.name, q.filter, strategy, this, q);
+      this.groups.set(g.id, g);
+      this.queues.set(q.name, g);
+    }
+    this.anyReject = o.queues.some((q) => q.overflow === 'reject');
+  }
 
   /** The group of `$share/<name>/<filter>`, created if needed. */
   group(name: string, filter: string): ShareGroup {
@@ -78,7 +91,7 @@ export class SharedGroups {
 
   /** Forgets a group without members once it holds nothing. */
   release(g: ShareGroup): void {
-    if (g.members.length === 0 && g.held === 0 && this.groups.get(g.id) === g) {
+    if (g.members.length === 0 && g.held === 0 && g.queue === undefined && this.groups.get(g.id) === g) {
       g.stop();
       this.groups.delete(g.id);
       const creator = this.creators.get(g);
@@ -150,12 +163,13 @@ export class SharedGroups {
     const g = this.byId(rec.group!);
     const attempts = (rec.attempts ?? 0) + 1;
     const hex = `0x${reasonCode.toString(16).padStart(2, '0')}`;
-    if (o.retryMaxAttempts === 0) {
+    const maxAttempts = g.queue?.maxAttempts ?? o.retryMaxAttempts;
+    if (maxAttempts === 0) {
       this.settle(rec);
       this.broker.dropped(session, rec.message, `shared delivery failed with ${hex}`);
       return;
     }
-    if (attempts >= o.retryMaxAttempts) {
+    if (attempts >= maxAttempts) {
       this.settle(rec);
       this.deadLetter(g, rec.message, attempts, reasonCode);
       return;
@@ -171,7 +185,7 @@ export class SharedGroups {
       lastMember: session.clientId,
     };
     this.store(g.id, e);
-    g.delay(e);
+    g.retry(e);
     this.broker.counters.retries++;
     this.broker.log.debug(
       { group: g.id, topic: rec.message.topic, attempts, reasonCode: hex, dueAt: e.dueAt },
@@ -181,7 +195,8 @@ export class SharedGroups {
   }
 
   /** Publishes a message whose attempts are used up to `$DLQ/<share name>/<original topic>`. */
-  private deadLetter(g: ShareGroup, msg: Message, attempts: number, reasonCode: number): void {
+  deadLetter(g: ShareGroup, msg: Message, attempts: number, reasonCode: number): void {
+    g.deadLettered++;
     const props = msg.properties;
     const user: UserProperties = { ...props?.userProperties };
     user[DLQ_PROPERTIES.topic] = msg.topic;
@@ -270,7 +285,12 @@ export class SharedGroups {
       if (rec.dueAt !== undefined) e.dueAt = rec.dueAt;
       if (rec.lastReason !== undefined) e.lastReason = rec.lastReason;
       if (rec.lastMember !== undefined) e.lastMember = rec.lastMember;
-      this.byId(group).restore(e, now);
+      const g = this.byId(group);
+      // Pulled from a declared queue when the broker stopped: leased again until its deadline, so
+      // the consumer's receipt still acknowledges it.
+      if (rec.receipt !== undefined && rec.visibleUntil !== undefined && g.pulls !== undefined)
+        g.pulls.restore(e, rec.receipt, rec.visibleUntil);
+      else g.restore(e, now);
     }
     if (n > 0)
       this.broker.log.info({ messages: n, groups: this.groups.size }, 'shared group messages restored');

@@ -69,7 +69,7 @@ class Fifo {
 
 /** Waiting messages: the highest priority first, FIFO (by seq) within a priority. */
 export class PriorityQueue {
-  private readonly levels: Fifo[] = Array.from({ length: 10 }, () => new Fifo());
+  private levels: Fifo[] = Array.from({ length: 10 }, () => new Fifo());
   size = 0;
 
   push(e: Waiting): void {
@@ -102,6 +102,26 @@ export class PriorityQueue {
       }
     }
     return undefined;
+  }
+
+  /** Removes the message that arrived first (lowest seq) whatever its priority: drop-oldest. */
+  shiftOldest(): Waiting | undefined {
+    let best: Fifo | undefined;
+    for (const l of this.levels) {
+      const e = l.peek();
+      if (e !== undefined && (best === undefined || e.seq < best.peek()!.seq)) best = l;
+    }
+    if (best === undefined) return undefined;
+    this.size--;
+    return best.shift();
+  }
+
+  /** Removes everything (a purged queue). */
+  clear(): Waiting[] {
+    const all = [...this.values()];
+    for (let p = 0; p < 10; p++) this.levels[p] = new Fifo();
+    this.size = 0;
+    return all;
   }
 
   /** Every waiting message, highest priority first. */

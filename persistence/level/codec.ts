@@ -51,6 +51,9 @@ interface EncodedGroupMessage {
   u?: boolean;
   t?: string;
   n?: number;
+  /** Pulled: receipt and visible-again time. */
+  r?: string;
+  v?: number;
 }
 
 export function encodeMessage(msg: StoredMessage): EncodedMessage {
@@ -171,6 +174,8 @@ export function encodeGroupMessage(rec: GroupMessageRecord): string {
   if (rec.dup !== undefined) enc.u = rec.dup;
   if (rec.member !== undefined) enc.t = rec.member;
   if (rec.packetId !== undefined) enc.n = rec.packetId;
+  if (rec.receipt !== undefined) enc.r = rec.receipt;
+  if (rec.visibleUntil !== undefined) enc.v = rec.visibleUntil;
   return JSON.stringify(enc);
 }
 
@@ -183,6 +188,8 @@ export function decodeGroupMessage(seq: number, value: string): GroupMessageReco
   if (enc.u !== undefined) rec.dup = enc.u;
   if (enc.t !== undefined) rec.member = enc.t;
   if (enc.n !== undefined) rec.packetId = enc.n;
+  if (enc.r !== undefined) rec.receipt = enc.r;
+  if (enc.v !== undefined) rec.visibleUntil = enc.v;
   return rec;
 }
 

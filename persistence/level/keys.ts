@@ -30,7 +30,8 @@
  *                              seq order within a group): {m: message (as in m␀, body inline: one group
  *                              holds one copy), p: priority, a: attempts, d?: dueAt, c?: lastReason,
  *                              l?: lastMember, u?: dup, t?: member and n?: packetId (in flight at
- *                              QoS 2 to that member)}
+ *                              QoS 2 to that member), r?: receipt and v?: visibleUntil (pulled from
+ *                              a declared queue)}
  *   k␀<publisher>␀<topic>␀<key>
  *                              idempotency key a publisher used on a topic: {e: expiresAt};
  *                              <publisher> is its client id, empty for the broker's own publish() (a

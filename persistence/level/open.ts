@@ -20,6 +20,9 @@ export function errCode(e: unknown): string | undefined {
   return (e as { code?: string } | null)?.code;
 }
 
+/** Files Heron itself keeps in the data dir besides LevelDB's. */
+const HERON_FILES: ReadonlySet<string> = new Set(['admin-token']);
+
 /** Refuses a non-empty directory that holds no LevelDB database: never scribble into a wrong dir. */
 export async function checkDir(dir: string): Promise<void> {
   let names: string[];
@@ -29,6 +32,8 @@ export async function checkDir(dir: string): Promise<void> {
     if (errCode(e) === 'ENOENT') return;
     throw new Error(`cannot read data dir ${dir}: ${(e as Error).message}`, { cause: e });
   }
+  // The HTTP plugin's generated admin token lives beside the database and may come first.
+  names = names.filter((n) => !HERON_FILES.has(n));
   if (names.length > 0 && !names.includes('CURRENT')) {
     throw new Error(
       `data dir ${dir} is not empty and holds no LevelDB database (no CURRENT file, found ${names.slice(0, 5).join(', ')}); ` +

@@ -27,6 +27,8 @@ export default definePlugin<PasswordFileOptions>({
         return (await passwords.check(username, password)) ? 'allow' : 'deny';
       },
     });
+    // The HTTP admin API checks --admin-users' Basic credentials here.
+    api.provide('passwords', { check: (username, password) => passwords.check(username, password) });
     // New options (the config file's passwordFile changed) may name another file.
     api.onReload(async (next) => {
       const file = fileOption(next);
