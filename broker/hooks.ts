@@ -26,6 +26,8 @@ type ChainName = 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'a
 interface Link {
   plugin: string;
   fn: Decider;
+  /** authorizeDeliver links: the same plugin's coversDeliveries, when it has one. */
+  covers?: (client: ClientInfo, filter: string) => unknown;
 }
 
 const OBSERVERS = ['onConnect', 'onDisconnect', 'onPublish', 'onSubscribe'] as const;
@@ -63,13 +65,21 @@ export class PluginHost {
     private readonly timeoutMs: number,
   ) {}
 
+  /**
+   * Bumped by each reload: what coversDeliveries answered before it is asked again (the router
+   * keeps each subscription's answer with the generation it was given in).
+   */
+  generation = 0;
+
   /** Registers one plugin's hooks at the end of each chain. */
   add(plugin: string, hooks: PluginHooks): void {
     for (const name of Object.keys(hooks) as HookName[]) {
       const fn = hooks[name];
-      if (fn === undefined) continue;
+      if (fn === undefined || name === 'coversDeliveries') continue;
       if (typeof fn !== 'function') throw new TypeError(`plugin ${plugin}: hook ${name} is not a function`);
-      const link = { plugin, fn: fn.bind(hooks) as Decider };
+      const link: Link = { plugin, fn: fn.bind(hooks) as Decider };
+      if (name === 'authorizeDeliver' && typeof hooks.coversDeliveries === 'function')
+        link.covers = hooks.coversDeliveries.bind(hooks);
       if ((OBSERVERS as readonly string[]).includes(name)) this.observe(name as ObserverName, link);
       else if (name in CHAINS) this[name as ChainName].push(link);
       else throw new TypeError(`plugin ${plugin}: unknown hook ${name}`);
@@ -152,6 +162,8 @@ export class PluginHost {
   async reload(newOptions?: ReadonlyMap<string, unknown>): Promise<void> {
     for (const [plugin, o] of newOptions ?? []) if (this.options.has(plugin)) this.options.set(plugin, o);
     const failures: Error[] = [];
+    // Rules may change below: coverage answers given before are stale from here on.
+    this.generation++;
     for (const { plugin, fn } of this.reloaders) {
       try {
         await fn(this.options.get(plugin));
@@ -161,6 +173,8 @@ export class PluginHost {
         );
       }
     }
+    // And after: an answer given while a reloader was reading its file may hold the old rules.
+    this.generation++;
     if (failures.length > 0) throw new AggregateError(failures, failures.map((e) => e.message).join('; '));
   }
 
@@ -257,6 +271,25 @@ export class PluginHost {
         },
       );
     });
+  }
+
+  /**
+   * Would the authorizeDeliver chain allow every topic `filter` can match for this client? Only the
+   * chain's first hook is asked (its 'allow' decides the chain); one without coversDeliveries, or
+   * one that throws, answers no, so each delivery is checked as usual.
+   */
+  deliveriesCovered(client: ClientInfo, filter: string): boolean {
+    const covers = this.authorizeDeliver[0]?.covers;
+    if (covers === undefined) return false;
+    try {
+      return covers(client, filter) === true;
+    } catch (err) {
+      this.log.error(
+        { err, plugin: this.authorizeDeliver[0].plugin, hook: 'coversDeliveries' },
+        'hook threw',
+      );
+      return false;
+    }
   }
 
   /** authorizeDeliver for a session (callers check the chain's length first). Always synchronous. */

@@ -1,4 +1,5 @@
 import type { QoS, SubscriptionRecord } from '../persistence/types.js';
+import type { ClientInfo } from '../plugins/types.js';
 import type { EncodeCache } from './encode.js';
 import type { Message } from './message.js';
 import type { Session } from './session.js';
@@ -14,6 +15,14 @@ export interface Subscription {
   readonly noLocal: boolean;
   readonly retainAsPublished: boolean;
   readonly subscriptionId: number | undefined;
+  readonly filter: string;
+  /**
+   * The authorizeDeliver chain allows every topic this filter matches (coversDeliveries), as
+   * answered for `coveredFor` (the session's connection then) in plugin generation `coveredGen`.
+   */
+  covered: boolean;
+  coveredFor: ClientInfo | undefined;
+  coveredGen: number;
 }
 
 type Entry = Subscription | ShareGroup;
@@ -61,7 +70,25 @@ export class Router {
       noLocal: sub.noLocal === true,
       retainAsPublished: sub.retainAsPublished === true,
       subscriptionId: sub.subscriptionId,
+      filter: sub.filter,
+      covered: false,
+      coveredFor: undefined,
+      coveredGen: -1,
     });
+  }
+
+  /**
+   * Whether deliveries through this subscription need no authorizeDeliver check: asked once per
+   * subscription, connection and reload, then two comparisons per match.
+   */
+  private covered(e: Subscription, s: Session): boolean {
+    const plugins = this.shares.broker.plugins;
+    const client = s.lastClient ?? s.offlineInfo();
+    if (e.coveredFor === client && e.coveredGen === plugins.generation) return e.covered;
+    e.covered = plugins.deliveriesCovered(client, e.filter);
+    e.coveredFor = client;
+    e.coveredGen = plugins.generation;
+    return e.covered;
   }
 
   remove(session: Session, filter: string): void {
@@ -97,6 +124,7 @@ export class Router {
     this.shares.broker.flow.overflowed.length = 0;
     const targets: Session[] = [];
     let groups: ShareGroup[] | undefined;
+    const checked = this.shares.broker.plugins.authorizeDeliver.length > 0;
     this.tree.match(msg.topic, (e) => {
       if (e.kind === 'shared') {
         if (groups) groups.push(e);
@@ -106,13 +134,17 @@ export class Router {
       const s = e.session;
       // No Local: not back to the publishing session [MQTT-3.8.3-3].
       if (e.noLocal && s === from) return;
+      // One subscription whose filter the ACL grants whole is enough to skip the per-delivery check.
+      const covered = checked && this.covered(e, s);
       if (s.stamp !== stamp) {
         s.stamp = stamp;
+        s.matchCovered = covered;
         s.matchQos = e.qos;
         s.matchRetain = e.retainAsPublished;
         s.matchSubIds = e.subscriptionId === undefined ? undefined : [e.subscriptionId];
         targets.push(s);
       } else {
+        if (covered) s.matchCovered = true;
         if (e.qos > s.matchQos) s.matchQos = e.qos;
         if (e.retainAsPublished) s.matchRetain = true;
         if (e.subscriptionId !== undefined) {
@@ -126,7 +158,14 @@ export class Router {
     if (rejectFull && qos > 0 && this.anyFull(targets, groups)) return -1;
     // Forwarded messages carry RETAIN 0 unless Retain As Published [MQTT-3.3.1-9] [MQTT-3.3.1-12].
     for (const s of targets) {
-      s.deliver(msg, Math.min(s.matchQos, qos) as QoS, s.matchRetain && msg.retain, s.matchSubIds, cache);
+      s.deliver(
+        msg,
+        Math.min(s.matchQos, qos) as QoS,
+        s.matchRetain && msg.retain,
+        s.matchSubIds,
+        cache,
+        s.matchCovered,
+      );
     }
     if (groups) for (const g of groups) this.deliverShared(g, msg, cache);
     return targets.length + (groups?.length ?? 0);

@@ -36,6 +36,7 @@ export class Session extends SessionQueue {
   stamp = 0;
   matchQos: QoS = 0;
   matchRetain = false;
+  matchCovered = false;
   matchSubIds: number[] | undefined;
 
   constructor(
@@ -91,10 +92,18 @@ export class Session extends SessionQueue {
    * Delivers a routed message at the given QoS (direct subscriptions and retained messages):
    * authorizeDeliver first, when a plugin registered it (one length check). Shared group copies
    * are not checked per delivery (their filter was authorized at SUBSCRIBE): they use place().
+   * `covered`: the router found a subscription whose filter authorizeDeliver grants whole.
    */
-  deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, cache?: EncodeCache): void {
+  deliver(
+    msg: Message,
+    qos: QoS,
+    retain: boolean,
+    subIds: number[] | undefined,
+    cache?: EncodeCache,
+    covered = false,
+  ): void {
     const plugins = this.broker.plugins;
-    if (plugins.authorizeDeliver.length > 0 && !plugins.allowDeliver(this, msg.topic)) return;
+    if (!covered && plugins.authorizeDeliver.length > 0 && !plugins.allowDeliver(this, msg.topic)) return;
     this.place(msg, qos, retain, subIds, cache);
   }
 

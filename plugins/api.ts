@@ -41,6 +41,15 @@ export interface PluginHooks {
    * messages). Synchronous only: it runs inside routing; a promise denies.
    */
   authorizeDeliver?(client: ClientInfo, topic: string): Verdict;
+  /**
+   * Optional, with authorizeDeliver in the same addHooks call: true when this plugin's
+   * authorizeDeliver answers 'allow' for every topic a direct subscription's filter can match,
+   * for this client, until the next reload. When the first authorizeDeliver hook of the chain says
+   * so, the broker skips authorizeDeliver for deliveries through that subscription (asked again
+   * after each reload and each new connection of the session). Answer true only where answers
+   * change nowhere but at reload (an ACL file's rules, not an expiring token's claims).
+   */
+  coversDeliveries?(client: ClientInfo, filter: string): boolean;
   onConnect?(client: ClientInfo): void | Promise<void>;
   onDisconnect?(client: ClientInfo, reason: string): void | Promise<void>;
   /** A message accepted for routing; clientId is null for the broker's own (wills, api.publish). */

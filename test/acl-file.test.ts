@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { IConnackPacket, IPubackPacket, IPublishPacket, ISubackPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import aclFilePlugin from '../plugins/acl-file/index.js';
-import { covers, matches, parseAcl, patternsFor } from '../plugins/acl-file/rules.js';
+import { covers, intersects, matches, parseAcl, patternsFor } from '../plugins/acl-file/rules.js';
 import passwordFilePlugin from '../plugins/password-file/index.js';
 import { formatPasswordFile, hashPassword } from '../plugins/password-file/passwords.js';
 import { run as runCli } from './cli-helpers.js';
@@ -329,7 +329,56 @@ describe('acl-file: parsing and matching', () => {
     expect(cov('a/b/c', 'a/+/c')).toBe(false);
     expect(cov('a/+', 'a/#')).toBe(false);
     expect(cov('+/#', '$SYS/#')).toBe(false);
+    // Could one topic match both? (a deny rule against a subscription that a grant covers)
+    const meet = (rule: string, sub: string) => intersects(r(rule), sub.split('/'));
+    expect(meet('a/secret', 'a/#')).toBe(true);
+    expect(meet('a/#', 'a')).toBe(true);
+    expect(meet('a', 'a/#')).toBe(true);
+    expect(meet('+/x', 'a/+')).toBe(true);
+    expect(meet('a/b', 'a/c')).toBe(false);
+    expect(meet('a/+', 'a')).toBe(false);
+    expect(meet('a/b/c', 'a/+')).toBe(false);
+    expect(meet('$SYS/#', '#')).toBe(false);
+    expect(meet('#', '$SYS/x')).toBe(false);
+    expect(meet('$SYS/+', '$SYS/#')).toBe(true);
   });
+});
+
+// A subscription whose filter the rules grant whole is not checked per delivery (coversDeliveries):
+// that answer must not outlive the rules or the connection it was given for.
+describe('acl-file: deliveries through a subscription granted whole', () => {
+  for (const v of [4, 5] as const) {
+    it(`v${v}: a deny rule added by a reload inside a granted filter stops those deliveries at once`, async () => {
+      const { port, broker, file } = await aclBroker('user erin\ntopic read a/#\n');
+      const erin = await RawClient.connected(port, v, { clientId: `erin-${v}`, username: 'erin' });
+      erin.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/#', qos: 0 }] });
+      expect(((await erin.nextOf('suback')) as ISubackPacket).granted).toEqual([0]);
+      broker.publish({ topic: 'a/secret', payload: '1' });
+      expect(((await erin.nextOf('publish')) as IPublishPacket).topic).toBe('a/secret');
+      writeFileSync(file, 'user erin\ntopic read a/#\ntopic deny a/secret\n');
+      await broker.reload();
+      broker.publish({ topic: 'a/secret', payload: '2' });
+      broker.publish({ topic: 'a/open', payload: '3' });
+      expect(((await erin.nextOf('publish')) as IPublishPacket).topic).toBe('a/open');
+    });
+
+    it(`v${v}: a persistent session resumed by another user is checked against that user's rules`, async () => {
+      const { port, broker } = await aclBroker('user fay\ntopic read f/#\nuser gus\ntopic read f/gus\n');
+      const id = `shared-id-${v}`;
+      const clean = v === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false };
+      const fay = await RawClient.connected(port, v, { clientId: id, username: 'fay', ...clean });
+      fay.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'f/#', qos: 0 }] });
+      expect(((await fay.nextOf('suback')) as ISubackPacket).granted).toEqual([0]);
+      broker.publish({ topic: 'f/any', payload: '1' });
+      expect(((await fay.nextOf('publish')) as IPublishPacket).topic).toBe('f/any');
+      fay.send({ cmd: 'disconnect' });
+      await fay.closed;
+      const gus = await RawClient.connected(port, v, { clientId: id, username: 'gus', ...clean });
+      broker.publish({ topic: 'f/any', payload: '2' });
+      broker.publish({ topic: 'f/gus', payload: '3' });
+      expect(((await gus.nextOf('publish')) as IPublishPacket).topic).toBe('f/gus');
+    });
+  }
 });
 
 async function connack(port: number, v: 4 | 5, username?: string, password?: string): Promise<number> {

@@ -79,6 +79,9 @@ export default definePlugin<AclFileOptions>({
       authorizeSubscribe: (client, filter) =>
         aclOf(client).subscription(unshared(filter)) ? 'allow' : 'deny',
       authorizeDeliver: (client, topic) => (aclOf(client).read.allows(topic) ? 'allow' : 'deny'),
+      // Rules change only at reload, so a subscription the rules grant whole needs no check per
+      // delivery (the broker asks again after each reload).
+      coversDeliveries: (client, filter) => aclOf(client).readsAll(filter),
     });
 
     // New options (the config file's aclFile changed) may name another file.

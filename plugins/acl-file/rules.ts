@@ -239,6 +239,19 @@ export class ClientAcl {
     for (const w of read.wild) if (covers(w, levels)) return true;
     return false;
   }
+
+  /**
+   * Is every topic this (direct) subscription filter can match readable? A read grant covers it
+   * and no deny rule matches any topic it matches: then deliveries through it need no check.
+   */
+  readsAll(filter: string): boolean {
+    const levels = filter.split('/');
+    const read = this.read;
+    for (const d of read.denied) if (intersects(d, levels)) return false;
+    if (!filter.includes('+') && !filter.includes('#') && read.exact.has(filter)) return true;
+    for (const w of read.wild) if (covers(w, levels)) return true;
+    return false;
+  }
 }
 
 function compile(filter: string): Compiled {
@@ -279,6 +292,22 @@ export function covers(rule: Compiled, sub: readonly string[]): boolean {
     if (s !== level) return false; // a literal differs, or the subscription's `+` is wider
   }
   return sub.length === levels.length;
+}
+
+/** Is there a topic name that both a rule's filter and a subscription filter (split) match? */
+export function intersects(rule: Compiled, sub: readonly string[]): boolean {
+  // A filter starting with a wildcard matches no `$` topic [MQTT-4.7.2-1].
+  if (rule.wildFirst && sub[0].charCodeAt(0) === 36 /* $ */) return false;
+  if ((sub[0] === '+' || sub[0] === '#') && rule.levels[0].charCodeAt(0) === 36) return false;
+  const levels = rule.levels;
+  for (let i = 0; ; i++) {
+    const a = levels[i];
+    const b = sub[i] as string | undefined;
+    // `#` matches the rest, the parent level included (`a/#` matches `a`).
+    if (a === '#' || b === '#') return true;
+    if (a === undefined || b === undefined) return a === b;
+    if (a !== '+' && b !== '+' && a !== b) return false;
+  }
 }
 
 /** A user's own `topic` rules (the anonymous ones for undefined). */
