@@ -6,6 +6,7 @@ import type { MessageProperties, Persistence, QoS, SubscriptionRecord } from '..
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { ClientLimits, type ConnectionsRefused } from './client-limits.js';
 import { Connection, type ConnectionInfo } from './connection.js';
+import { Counters, PROTOCOL_NAMES } from './counters.js';
 import { Flow } from './flow.js';
 import { NEVER_EXPIRES } from './handlers/connect.js';
 import { adaptHooks, PluginHost } from './hooks.js';
@@ -123,6 +124,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly limits: TopicLimits;
   /** Limits against abusive clients (broker/client-limits.ts): connect rate, flapping, publish rate, their counters. */
   readonly clientLimits: ClientLimits;
+  /** Traffic counters for stats, $SYS and metrics (broker/counters.ts, broker/stats-view.ts). */
+  readonly counters = new Counters();
+  /** Set once persistence is restored and plugins are set up. */
+  ready = false;
   private transports: Transport[] = [];
   private started: Promise<void> | null = null;
   private stopping = false;
@@ -144,6 +149,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // here belongs to none and is logged.
     this.persistence.onCallbackError ??= (err) =>
       this.log.error({ err }, 'exception in a persistence callback');
+    this.persistence.onBatch ??= (ms) => this.counters.batch(ms);
     this.overflowPolicies = new OverflowPolicies(
       this.options.queueOverflow,
       this.options.queueOverflowByClient,
@@ -232,7 +238,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Opens persistence and restores state once; listen() calls it. */
   start(): Promise<void> {
     // Plugins are set up first: their hooks apply to everything restored and every connection.
-    this.started ??= this.plugins.setup(this.pluginEntries).then(() => restoreState(this));
+    this.started ??= this.plugins
+      .setup(this.pluginEntries)
+      .then(() => restoreState(this))
+      .then(() => {
+        this.ready = true;
+      });
     return this.started;
   }
 
@@ -410,6 +421,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       },
       'client connected',
     );
+    const c = this.counters;
+    c.connectsTotal++;
+    const key = `${info.transport} ${PROTOCOL_NAMES[info.protocolVersion]}`;
+    c.connects[key] = (c.connects[key] ?? 0) + 1;
+    conn.counted = true;
+    if (++c.connected > c.maxConnected) c.maxConnected = c.connected;
     this.emit('client', info);
   }
 
@@ -417,6 +434,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   connectionEnded(conn: Connection, why: string, fireWill: boolean): void {
     this.connections.delete(conn);
     if (conn.admitted) this.clientLimits.admitted--;
+    if (conn.counted) {
+      conn.counted = false;
+      this.counters.connected--;
+    }
     const session = conn.session;
     conn.session = null;
     const owned = session !== null && session.conn === conn;
@@ -489,6 +510,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   dropped(session: { readonly clientId: string } | null, msg: Message, reason: string): void {
     this.droppedCount++;
+    this.counters.drop(reason);
     const now = Date.now();
     if (now - this.lastDropLog > 1000) {
       this.lastDropLog = now;
@@ -519,6 +541,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.expiryTimers.clear();
     this.wills.stop();
     this.shares.stop();
+    this.counters.stop();
     await this.plugins.close();
     // Persistence is flushed and closed only if it was opened.
     if (

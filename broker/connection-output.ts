@@ -202,6 +202,9 @@ export abstract class ConnectionOutput {
       return false;
     }
     this.write(buf);
+    const counters = this.broker.counters;
+    counters.publishSent[qos]++;
+    counters.publishBytesSent[qos] += buf.length;
     return true;
   }
 
@@ -236,6 +239,7 @@ export abstract class ConnectionOutput {
       }
     } else pending.push(buf);
     this.pendingBytes += buf.length;
+    this.broker.counters.packetsSent++;
     // Stop reading from a client that does not read what we send: its buffer stays bounded.
     if ((this.pausedBy & PAUSE_WRITE) === 0 && this.writableLength > this.broker.options.maxWriteBuffer * 2) {
       this.pauseReading(PAUSE_WRITE);
@@ -257,6 +261,7 @@ export abstract class ConnectionOutput {
     this.pendingBytes = 0;
     const stream = this.stream;
     if (stream.destroyed || stream.writableEnded) return;
+    this.broker.counters.bytesSent += bytes;
     stream.write(pending.length === 1 ? pending[0] : Buffer.concat(pending, bytes));
   }
 }

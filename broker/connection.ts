@@ -95,6 +95,8 @@ export class Connection extends ConnectionOutput {
   lastSeen = this.createdAt;
   /** 1.5 times the keep-alive, in ms; 0 = no keep-alive. */
   keepaliveMs = 0;
+  /** Counted in broker.counters.connected (from CONNACK to the connection's end). */
+  counted = false;
   /** The enhanced-authentication method the client connected with (enhanced-auth.ts). */
   authMethod: string | undefined;
   /** A re-authentication waiting for the client's AUTH 0x18: the method's state. */
@@ -147,6 +149,7 @@ export class Connection extends ConnectionOutput {
   onData(chunk: Buffer): void {
     if (this.closing) return;
     this.lastSeen = Date.now();
+    this.broker.counters.bytesReceived += chunk.length;
     try {
       this.parser.parse(chunk);
       // A packet still arriving is judged by its fixed header where that suffices, so a violation
@@ -167,6 +170,7 @@ export class Connection extends ConnectionOutput {
 
   onPacket(packet: Packet): void {
     if (this.closing) return;
+    this.broker.counters.packetsReceived++;
     if (packet.length !== undefined && packetSize(packet.length) > this.maxIncoming()) {
       this.tooLarge();
       return;

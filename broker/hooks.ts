@@ -12,6 +12,7 @@ import type { ClientInfo, Hooks } from '../plugins/types.js';
 import type { Broker } from './broker.js';
 import type { RegisteredMethod } from './enhanced-auth.js';
 import type { Session } from './session.js';
+import { groupsView, statsSnapshot, topQueues } from './stats-view.js';
 
 /** Outcome of a chain: allowed, denied, or a hook failed (threw, rejected, timed out, bad answer). */
 export const ALLOW = 1;
@@ -129,6 +130,9 @@ export class PluginHost {
         this.authMethods.set(method, { plugin: name, method: impl as RegisteredMethod['method'] });
       },
       publish: (message) => broker.publish(message),
+      stats: () => statsSnapshot(broker),
+      topQueues: (n) => topQueues(broker, n),
+      groups: () => groupsView(broker),
       clients: () => {
         const out: ClientInfo[] = [];
         for (const c of broker.connections) if (c.state === 'connected') out.push(c.clientInfo);

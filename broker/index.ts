@@ -27,6 +27,15 @@ export {
   type PersistenceFactory,
   type PersistenceFactoryOptions,
 } from '../plugins/load-persistence.js';
+export type {
+  BrokerStatsSnapshot,
+  ByQos,
+  ClientStats,
+  GroupInfo,
+  LatencyHistogram,
+  MessageStats,
+  QueueInfo,
+} from '../plugins/stats-types.js';
 export type { ClientInfo, Hooks } from '../plugins/types.js';
 export {
   Broker,

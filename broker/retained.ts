@@ -10,6 +10,14 @@ class Node {
   ) {}
 }
 
+/**
+ * The broker's own `$SYS/` values (plugins/sys): retained in memory only (a restart publishes them
+ * afresh; stale ones must not come back from disk) and outside the bounds, which are the clients'.
+ */
+function isSys(topic: string): boolean {
+  return topic.charCodeAt(0) === 36 && topic.startsWith('$SYS/');
+}
+
 /** What a retained message counts against --max-retained-bytes. */
 function sizeOf(msg: Message): number {
   return Buffer.byteLength(msg.topic) + msg.payload.length;
@@ -24,6 +32,9 @@ export class RetainedStore {
   private readonly root = new Node(null, '');
   private count = 0;
   private total = 0;
+  /** Of count and total, the `$SYS/` messages' (not bounded). */
+  private sysCount = 0;
+  private sysTotal = 0;
   /** Some stored messages were not loaded at start (over the bounds): they are still on disk. */
   private partial = false;
 
@@ -49,10 +60,11 @@ export class RetainedStore {
    * counting the one it replaces. An empty payload (a clear) always is.
    */
   admits(topic: string, payloadLength: number): boolean {
-    if (payloadLength === 0 || (this.maxCount === 0 && this.maxBytes === 0)) return true;
+    if (payloadLength === 0 || (this.maxCount === 0 && this.maxBytes === 0) || isSys(topic)) return true;
     const old = this.find(topic)?.msg;
-    if (this.maxCount > 0 && old === undefined && this.count >= this.maxCount) return false;
-    const bytes = this.total - (old ? sizeOf(old) : 0) + Buffer.byteLength(topic) + payloadLength;
+    if (this.maxCount > 0 && old === undefined && this.count - this.sysCount >= this.maxCount) return false;
+    const bytes =
+      this.total - this.sysTotal - (old ? sizeOf(old) : 0) + Buffer.byteLength(topic) + payloadLength;
     return this.maxBytes === 0 || bytes <= this.maxBytes;
   }
 
@@ -63,16 +75,22 @@ export class RetainedStore {
   set(msg: Message): boolean {
     if (msg.payload.length === 0) {
       // Deleted on disk even when not held if some were not loaded: a cleared one must not come back.
-      if (this.remove(msg.topic) || this.partial) this.persistence.setRetained(msg.topic, null);
+      if ((this.remove(msg.topic) || this.partial) && !isSys(msg.topic))
+        this.persistence.setRetained(msg.topic, null);
       return true;
     }
     if (!this.put(msg)) return false;
-    this.persistence.setRetained(msg.topic, msg);
+    if (!isSys(msg.topic)) this.persistence.setRetained(msg.topic, msg);
     return true;
   }
 
   /** Adds a message restored from persistence, without writing it back; false when over the bounds. */
   load(msg: Message): boolean {
+    if (isSys(msg.topic)) {
+      // Stored by an older version: a stale value, dropped for good.
+      this.persistence.setRetained(msg.topic, null);
+      return true;
+    }
     if (this.put(msg)) return true;
     this.partial = true;
     return false;
@@ -89,10 +107,17 @@ export class RetainedStore {
       }
       node = next;
     }
-    if (!node.msg) this.count++;
-    else this.total -= sizeOf(node.msg);
+    const sys = isSys(msg.topic);
+    if (!node.msg) {
+      this.count++;
+      if (sys) this.sysCount++;
+    } else {
+      this.total -= sizeOf(node.msg);
+      if (sys) this.sysTotal -= sizeOf(node.msg);
+    }
     node.msg = msg;
     this.total += sizeOf(msg);
+    if (sys) this.sysTotal += sizeOf(msg);
     return true;
   }
 
@@ -109,6 +134,10 @@ export class RetainedStore {
     let node: Node | undefined = this.find(topic);
     if (!node?.msg) return false;
     this.total -= sizeOf(node.msg);
+    if (isSys(topic)) {
+      this.sysTotal -= sizeOf(node.msg);
+      this.sysCount--;
+    }
     node.msg = undefined;
     this.count--;
     while (node.parent && !node.msg && node.children.size === 0) {

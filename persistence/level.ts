@@ -103,11 +103,17 @@ export class LevelPersistence implements Persistence {
   private readonly writer: BatchWriter;
   private readonly index: OutgoingIndex;
   onCallbackError?: (err: unknown) => void;
+  onBatch?: (ms: number) => void;
 
   constructor(opts: LevelPersistenceOptions) {
     this.dir = opts.dir;
     this.sync = opts.sync ?? false;
-    this.writer = new BatchWriter(this.dir, this.sync, () => this.onCallbackError);
+    this.writer = new BatchWriter(
+      this.dir,
+      this.sync,
+      () => this.onCallbackError,
+      () => this.onBatch,
+    );
     this.index = new OutgoingIndex((op) => this.writer.push(op));
   }
 

@@ -155,6 +155,8 @@ export interface Persistence {
   whenDurable(cb: (err?: Error) => void): void;
   /** Where a backend reports an exception thrown by a whenDurable callback; the broker sets it. */
   onCallbackError?: (err: unknown) => void;
+  /** Optional observer a batching backend calls after each batch it wrote, with its duration in ms; the broker sets it (stats). */
+  onBatch?: (ms: number) => void;
 
   putSession(rec: SessionRecord): void;
   /** Removes the session and everything it owns: subscriptions, outgoing, inbound QoS 2 ids, will. */

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { PublishOptions } from '../broker/broker.js';
 import type { Message } from '../broker/message.js';
 import type { QoS } from '../persistence/types.js';
+import type { BrokerStatsSnapshot, GroupInfo, QueueInfo } from './stats-types.js';
 import type { ClientInfo } from './types.js';
 
 /**
@@ -107,6 +108,18 @@ export interface PluginApi {
    * closed. Its will is published. False when no such client is connected.
    */
   disconnect(clientId: string, reasonCode?: number): boolean;
+  /**
+   * A snapshot of the broker's figures (plugins/stats-types.ts documents each): clients by
+   * transport and protocol, packets, PUBLISH messages by QoS, bytes, drops by reason, retained,
+   * queues, retries, dead letters, the limit counters, event-loop lag, persistence batch latency,
+   * `ready`. Counters count since start. Cheap enough to call every second (it walks connections,
+   * sessions and shared groups once); nothing is counted per message beyond integer increments.
+   */
+  stats(): BrokerStatsSnapshot;
+  /** The n sessions holding the most queue bytes (in memory and spilled), largest first; empty ones left out. */
+  topQueues(n: number): QueueInfo[];
+  /** Every shared subscription group (`$share/<group>/<filter>`): members, depth, in flight, in backoff, dead letters. */
+  groups(): GroupInfo[];
   /** Runs at broker.close(), after clients are disconnected, before persistence closes. */
   onClose(fn: () => void | Promise<void>): void;
   /**

@@ -6,6 +6,7 @@ import { fanIn, fanInTuned } from './fan-in.js';
 import { fanOut } from './fan-out.js';
 import { idleConnections } from './idle-connections.js';
 import { latency } from './latency.js';
+import { opsCost } from './ops.js';
 import { persistFanInLevel, persistFanInMemory, startup } from './persistence.js';
 import { shared } from './shared.js';
 import { slowConsumer } from './slow-consumer.js';
@@ -25,6 +26,7 @@ export const scenarios: Scenario[] = [
   passwordConnects,
   aclCost('fan-in'),
   aclCost('fan-out'),
+  opsCost,
   slowConsumer(0),
   slowConsumer(1),
   persistFanInMemory,

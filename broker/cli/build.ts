@@ -9,6 +9,7 @@ import { loadPluginModule } from '../../plugins/load.js';
 import { loadPersistence } from '../../plugins/load-persistence.js';
 import passwordFilePlugin from '../../plugins/password-file/index.js';
 import scramPlugin from '../../plugins/scram/index.js';
+import sysPlugin from '../../plugins/sys/index.js';
 import type { BrokerOptions } from '../options.js';
 import { ConfigError } from './errors.js';
 import type { Config } from './schema.js';
@@ -95,6 +96,8 @@ export async function openPersistence(c: Config): Promise<Persistence> {
 /** The plugins in chain order, and the name each entry of `plugins:` registered under (for reloads). */
 export async function loadPlugins(c: Config): Promise<{ entries: PluginEntry[]; names: string[] }> {
   const entries: PluginEntry[] = [];
+  // $SYS only publishes (no hooks): first, so its first update is ready with the broker.
+  if (c.sysInterval > 0) entries.push([sysPlugin, { interval: c.sysInterval }]);
   if (c.passwordFile) entries.push([passwordFilePlugin, { file: c.passwordFile }]);
   if (c.scramFile) entries.push([scramPlugin, { file: c.scramFile }]);
   const names: string[] = [];

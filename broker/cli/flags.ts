@@ -279,6 +279,11 @@ export const FLAGS = {
     default: 'auto',
     help: 'clients without a user name may connect: true, false, or auto (true unless authentication is configured)',
   },
+  'sys-interval': {
+    type: 'string',
+    default: '10',
+    help: 'seconds between $SYS topic updates (retained, Mosquitto names; 0 = no $SYS)',
+  },
   'acl-file': {
     type: 'string',
     default: '',

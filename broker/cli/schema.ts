@@ -129,6 +129,7 @@ export const KEYS = {
   scramFile: str,
   allowAnonymous: z.union([bool, z.literal('auto')], { error: 'true, false or auto' }),
   aclFile: str,
+  sysInterval: count,
   jwtSecret: str,
   jwtPublicKey: str,
   jwksFile: str,

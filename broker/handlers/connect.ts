@@ -26,6 +26,12 @@ export async function handleConnect(conn: Connection, packet: IConnectPacket): P
   conn.hold();
 
   const refuse = (v4Code: number, v5Code: number, why: string) => {
+    if (
+      v5Code === RC.BAD_USERNAME_OR_PASSWORD ||
+      v5Code === RC.NOT_AUTHORIZED ||
+      v5Code === RC.BAD_AUTHENTICATION_METHOD
+    )
+      broker.counters.authFailures++;
     if (version === 5) conn.send({ cmd: 'connack', reasonCode: v5Code, sessionPresent: false });
     else conn.send({ cmd: 'connack', returnCode: v4Code, sessionPresent: false });
     // A refused CONNECT is followed by closing the connection [MQTT-3.2.2-5].

@@ -20,6 +20,9 @@ export function handlePublish(conn: Connection, packet: IPublishPacket): void {
   const id = packet.messageId ?? 0;
   let topic = packet.topic;
   const props = packet.properties;
+  const counters = broker.counters;
+  counters.publishReceived[qos]++;
+  counters.publishBytesReceived[qos] += packet.length ?? 0;
   // Over --max-publish-rate / --max-publish-bytes-rate this one is still handled, then reading pauses.
   chargePublish(conn, packet.length ?? 0);
 

@@ -50,6 +50,8 @@ export class ShareGroup implements GateOwner {
   readonly members: SharedMember[] = [];
   /** Round-robin cursor for the strategies. */
   next = 0;
+  /** Messages of this group dead-lettered since start (stats). */
+  deadLetters = 0;
   readonly waiting = new PriorityQueue();
   /** In backoff after a failed attempt, by due time. */
   readonly delayed: Waiting[] = [];

@@ -172,6 +172,7 @@ export class SharedGroups {
     };
     this.store(g.id, e);
     g.delay(e);
+    this.broker.counters.retries++;
     this.broker.log.debug(
       { group: g.id, topic: rec.message.topic, attempts, reasonCode: hex, dueAt: e.dueAt },
       'shared delivery failed; retrying',
@@ -188,6 +189,8 @@ export class SharedGroups {
     user[DLQ_PROPERTIES.reasonCode] = `0x${reasonCode.toString(16).padStart(2, '0')}`;
     const topic = `${DLQ_PREFIX}${g.name}/${msg.topic}`;
     this.broker.log.info({ group: g.id, topic: msg.topic, attempts, deadLetter: topic }, 'dead-lettered');
+    g.deadLetters++;
+    this.broker.counters.deadLetters++;
     this.broker.publishMessage(
       createMessage(topic, msg.payload, msg.qos, false, { ...props, userProperties: user }),
       null,

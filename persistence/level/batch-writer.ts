@@ -44,6 +44,8 @@ export class BatchWriter {
     private readonly sync: boolean,
     /** Where an exception thrown by a callback goes (LevelPersistence.onCallbackError). */
     private readonly report: () => ((err: unknown) => void) | undefined,
+    /** Told each written batch's duration in ms (LevelPersistence.onBatch). */
+    private readonly observe: () => ((ms: number) => void) | undefined = () => undefined,
   ) {}
 
   /** Nothing pending or in flight. */
@@ -84,8 +86,13 @@ export class BatchWriter {
       this.settle(batch.cbs, undefined, false);
       return;
     }
+    const t0 = performance.now();
     this.write(ops).then(
-      () => this.settle(batch.cbs, undefined, true),
+      () => {
+        const observe = this.observe();
+        if (observe) observe(performance.now() - t0);
+        this.settle(batch.cbs, undefined, true);
+      },
       (e: unknown) => this.settle(batch.cbs, e instanceof Error ? e : new Error(String(e)), true),
     );
   };
