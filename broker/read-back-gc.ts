@@ -12,14 +12,15 @@
  * vm.measureMemory with `execution: 'eager'` is the one way to start a collection without
  * --expose-gc: it starts V8's incremental marking now (the measurement itself is a by-product).
  * Node prints its ExperimentalWarning once, at the first. Process-wide, like the heap: one
- * collection at a time, whichever sessions read. Measured on the bench row: healthy subscriber's
- * longest gap 57–140 ms and broker CPU per message within the run-to-run noise; a synchronous full
+ * collection at a time, whichever sessions read. Measured on the bench row (pause's own growth, 2 runs
+ * each): every 4 MiB +33 to +45 MiB, every 2 MiB +26 to +29 MiB; healthy subscriber's longest gap
+ * under 150 ms and broker CPU per message within the run-to-run noise either way. A synchronous full
  * collection (--expose-gc) every 2 pages instead held the healthy subscriber up to 280 ms.
  */
 import { measureMemory } from 'node:vm';
 
 /** Bytes (payload and topic) read back from persistence between two collections asked for. */
-export const READ_BACK_GC_BYTES = 4 * 1024 * 1024;
+export const READ_BACK_GC_BYTES = 2 * 1024 * 1024;
 
 let readSince = 0;
 let collecting = false;
