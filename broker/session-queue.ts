@@ -4,6 +4,7 @@ import type { Connection } from './connection.js';
 import { Gate, type GateOwner } from './flow.js';
 import { type Message, sizeOf } from './message.js';
 import type { QueueOverflow } from './options.js';
+import { readBack } from './read-back-gc.js';
 
 /** Shared by sessions with nothing in flight; never written: replaced on first use. */
 export const NO_INFLIGHT = new Map<number, OutgoingRecord>();
@@ -244,6 +245,9 @@ export abstract class SessionQueue implements GateOwner {
         p.getIncoming(this.clientId),
       ]);
       this.loadedIncoming(incoming);
+      let bytes = 0;
+      for (const rec of stored) bytes += sizeOf(rec.message);
+      readBack(bytes);
       const read = !paged || stored.length < limit;
       // Spilled while reading: persistence holds records past what memory keeps, read next.
       const spilled = this.spilledWhileLoading;
