@@ -1,4 +1,6 @@
+import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import type { SubscriptionRecord } from '../persistence/types.js';
 import {
   type HookName,
   type Plugin,
@@ -10,7 +12,7 @@ import {
 } from '../plugins/api.js';
 import type { ClientInfo, Hooks } from '../plugins/types.js';
 import { adminView } from './admin-view.js';
-import type { Broker } from './broker.js';
+import type { Broker, BrokerEvents } from './broker.js';
 import type { RegisteredMethod } from './enhanced-auth.js';
 import type { Session } from './session.js';
 import { groupsView, statsSnapshot, topQueues } from './stats-view.js';
@@ -75,8 +77,9 @@ export class PluginHost {
    */
   generation = 0;
 
-  /** Registers one plugin's hooks at the end of each chain. */
-  add(plugin: string, hooks: PluginHooks): void {
+  /** Registers one plugin's hooks at the end of each chain; returns what removes them again. */
+  add(plugin: string, hooks: PluginHooks): () => void {
+    const added: { list: Link[]; link: Link; observer?: ObserverName }[] = [];
     for (const name of Object.keys(hooks) as HookName[]) {
       const fn = hooks[name];
       if (fn === undefined || name === 'coversDeliveries') continue;
@@ -84,10 +87,27 @@ export class PluginHost {
       const link: Link = { plugin, fn: fn.bind(hooks) as Decider };
       if (name === 'authorizeDeliver' && typeof hooks.coversDeliveries === 'function')
         link.covers = hooks.coversDeliveries.bind(hooks);
-      if ((OBSERVERS as readonly string[]).includes(name)) this.observe(name as ObserverName, link);
-      else if (name in CHAINS) this[name as ChainName].push(link);
-      else throw new TypeError(`plugin ${plugin}: unknown hook ${name}`);
+      if ((OBSERVERS as readonly string[]).includes(name)) {
+        this.observe(name as ObserverName, link);
+        added.push({ list: this.observers[name as ObserverName], link, observer: name as ObserverName });
+      } else if (name in CHAINS) {
+        this[name as ChainName].push(link);
+        added.push({ list: this[name as ChainName], link });
+      } else throw new TypeError(`plugin ${plugin}: unknown hook ${name}`);
     }
+    let removed = false;
+    return () => {
+      if (removed) return;
+      removed = true;
+      for (const { list, link, observer } of added) {
+        const i = list.indexOf(link);
+        if (i >= 0) list.splice(i, 1);
+        // The last observer of a kind gone: the broker's listener goes too (nothing per event).
+        if (observer !== undefined && list.length === 0) this.unobserve(observer);
+        // A chain changed: coverage answers given before may no longer hold.
+        if (observer === undefined) this.generation++;
+      }
+    };
   }
 
   /** Runs every plugin's setup in order; a failing one fails the start, naming it. */
@@ -321,18 +341,45 @@ export class PluginHost {
     return this.decide('authorizeDeliver', client, topic) === ALLOW;
   }
 
+  /** The broker listener of each observer kind that has observers. */
+  private readonly listeners = new Map<
+    ObserverName,
+    { event: keyof BrokerEvents; fn: (x: unknown, y: unknown) => void }
+  >();
+
   private observe(name: ObserverName, link: Link): void {
     const list = this.observers[name];
     if (list.length === 0) {
       // One broker listener per observer kind, added only when a plugin observes it.
       const call = (x: unknown, y?: unknown) => this.notify(name, x, y);
       const b = this.broker;
-      if (name === 'onConnect') b.on('client', (c) => call(c));
-      else if (name === 'onDisconnect') b.on('clientDisconnect', (c, why) => call(c, why));
-      else if (name === 'onPublish') b.on('publish', (m, id) => call(m, id));
-      else b.on('subscribe', (id, rec) => call(id, { filter: rec.filter, qos: rec.qos }));
+      const event: keyof BrokerEvents =
+        name === 'onConnect'
+          ? 'client'
+          : name === 'onDisconnect'
+            ? 'clientDisconnect'
+            : name === 'onPublish'
+              ? 'publish'
+              : 'subscribe';
+      const fn =
+        name === 'onSubscribe'
+          ? (id: unknown, rec: unknown) => {
+              const r = rec as SubscriptionRecord;
+              call(id, { filter: r.filter, qos: r.qos });
+            }
+          : (x: unknown, y: unknown) => call(x, y);
+      const entry = { event, fn };
+      (b as unknown as EventEmitter).on(entry.event, entry.fn);
+      this.listeners.set(name, entry);
     }
     list.push(link);
+  }
+
+  private unobserve(name: ObserverName): void {
+    const entry = this.listeners.get(name);
+    if (!entry) return;
+    this.listeners.delete(name);
+    (this.broker as unknown as EventEmitter).off(entry.event, entry.fn);
   }
 
   private notify(name: ObserverName, x: unknown, y: unknown): void {

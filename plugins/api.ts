@@ -185,8 +185,12 @@ export interface PluginApi {
   readonly name: string;
   /** A pino child logger bound to `{ plugin: name }`. */
   readonly log: Logger;
-  /** Registers hooks (may be called more than once; each call adds to the chains). */
-  addHooks(hooks: PluginHooks): void;
+  /**
+   * Registers hooks (may be called more than once; each call adds to the chains). Returns a
+   * function that removes this call's hooks again: an observer needed only for a while (a
+   * dashboard open) costs nothing once removed.
+   */
+  addHooks(hooks: PluginHooks): () => void;
   /**
    * Registers an enhanced-authentication method under `name` (case-sensitive, as the protocol
    * compares it); a name already registered throws.

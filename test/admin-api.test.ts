@@ -64,6 +64,7 @@ describe('admin API authentication', () => {
 
   it('the SSE stream takes the Authorization value as the auth query parameter', async () => {
     const a = await startAdmin();
+    expect(a.broker.listenerCount('publish')).toBe(0);
     const bad = await a.call(`/api/v1/events?auth=${encodeURIComponent('Bearer nope')}`, { auth: null });
     expect(bad.status).toBe(401);
     const res = await a.call(`/api/v1/events?auth=${encodeURIComponent(`Bearer ${TOKEN}`)}`, { auth: null });
@@ -74,7 +75,10 @@ describe('admin API authentication', () => {
     const text = new TextDecoder().decode(value);
     expect(text.startsWith('data: ')).toBe(true);
     expect(JSON.parse(text.slice(6)).ready).toBe(true);
+    // Top topics are counted only while a stream is open: the onPublish hook is added, then removed.
+    expect(a.broker.listenerCount('publish')).toBe(1);
     await reader.cancel();
+    await expect.poll(() => a.broker.listenerCount('publish')).toBe(0);
   });
 
   it('admin users log in with Basic auth checked against the password file', async () => {

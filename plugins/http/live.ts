@@ -35,7 +35,8 @@ export interface LiveSample {
 /**
  * Samples the broker once a second for the dashboard: rates as differences of api.stats()
  * counters, and top topics from an onPublish counter. Both run only while a dashboard listens
- * (an SSE stream is open), so a broker nobody watches pays one boolean test per publish.
+ * (an SSE stream is open): the hook is added then and removed after, so a broker nobody watches
+ * pays nothing per publish.
  */
 export class LiveStats {
   private readonly streams = new Set<ServerResponse>();
@@ -46,10 +47,14 @@ export class LiveStats {
     | undefined;
   private latest: LiveSample | undefined;
 
-  constructor(private readonly api: PluginApi) {
-    api.addHooks({
+  private unhook: (() => void) | undefined;
+
+  constructor(private readonly api: PluginApi) {}
+
+  /** Counts topics while a dashboard listens; removed after, so unwatched publishes pay nothing. */
+  private count(): void {
+    this.unhook ??= this.api.addHooks({
       onPublish: (message) => {
-        if (this.timer === undefined) return;
         const n = this.counts.get(message.topic);
         if (n !== undefined) this.counts.set(message.topic, n + 1);
         else if (this.counts.size < MAX_TOPICS) this.counts.set(message.topic, 1);
@@ -76,6 +81,7 @@ export class LiveStats {
       if (this.streams.size === 0) this.stop();
     });
     if (this.timer === undefined) {
+      this.count();
       this.take();
       this.timer = setInterval(() => this.tick(), 1000);
       this.timer.unref();
@@ -141,6 +147,8 @@ export class LiveStats {
   }
 
   private stop(): void {
+    this.unhook?.();
+    this.unhook = undefined;
     clearInterval(this.timer);
     this.timer = undefined;
     this.last = undefined;
