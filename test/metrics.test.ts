@@ -146,6 +146,21 @@ describe('Prometheus metrics', () => {
     expect(a.prom.registry).not.toBe(b.prom.registry);
   });
 
+  it('reports each declared queue: messages by state, bytes, oldest age, members', async () => {
+    const a = await metricsBroker({ queues: [{ name: 'mjobs', filter: 'mjobs/#' }] });
+    const pub = await connect(a.url, { clientId: 'mq-pub' });
+    for (let i = 0; i < 3; i++) await pub.publishAsync('mjobs/x', 'job', { qos: 1 });
+    const [pulled] = await a.api.queues.pull('mjobs', { max: 1, visibilityMs: 60_000 });
+    expect(pulled).toBeDefined();
+    const s = await a.scrape();
+    expect(s.get('heron_queue_messages{queue="mjobs",state="waiting"}')).toBe(2);
+    expect(s.get('heron_queue_messages{queue="mjobs",state="pulled"}')).toBe(1);
+    expect(s.get('heron_queue_bytes{queue="mjobs"}')).toBeGreaterThanOrEqual(3 * 'mjobs/xjob'.length);
+    expect(s.get('heron_queue_oldest_age_seconds{queue="mjobs"}')).toBeGreaterThanOrEqual(0);
+    expect(s.get('heron_queue_members{queue="mjobs"}')).toBe(0);
+    expect(s.get('heron_queue_dead_letters_total{queue="mjobs"}')).toBe(0);
+  });
+
   it('fills the persistence batch latency histogram', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'heron-metrics-'));
     onCleanup(() => rmSync(dir, { recursive: true, force: true }));

@@ -42,6 +42,22 @@ function watch(client: MqttClient) {
 const num = (v: Map<string, string>, t: string) => Number(v.get(`$SYS/broker/${t}`) ?? Number.NaN);
 
 describe('$SYS', () => {
+  it('lists each declared job queue under $SYS/broker/heron/job queues/<name>/', async () => {
+    const { url } = await startBroker({
+      plugins: [[sysPlugin, { interval: 1 }]],
+      queues: [{ name: 'sjobs', filter: 'sjobs/#' }],
+    });
+    const pub = await connect(url, { clientId: 'sys-qpub' });
+    for (let i = 0; i < 2; i++) await pub.publishAsync('sjobs/a', 'job', { qos: 1 });
+    const mon = await connect(url, { clientId: 'sys-qmon' });
+    const w = watch(mon);
+    await mon.subscribeAsync('$SYS/broker/heron/job queues/#');
+    const q = '$SYS/broker/heron/job queues/sjobs/';
+    await w.until((v) => v.get(`${q}waiting`) === '2');
+    for (const t of ['delayed', 'inflight', 'members', 'dead letters']) expect(w.values.get(q + t)).toBe('0');
+    expect(Number(w.values.get(`${q}bytes`))).toBeGreaterThan(0);
+  });
+
   it('publishes Mosquitto names whose values follow connections and messages', async () => {
     const { url } = await sysBroker();
     const mon = await connect(url, { clientId: 'sys-mon' });

@@ -29,6 +29,8 @@ export interface LiveSample {
   topTopics: TopicRate[];
   topQueues: ReturnType<PluginApi['topQueues']>;
   groups: ReturnType<PluginApi['groups']>;
+  /** Declared job queues (README "Job queues"). */
+  queues: ReturnType<PluginApi['queues']['list']>;
   warnings: ReturnType<PluginApi['warnings']>;
 }
 
@@ -141,6 +143,7 @@ export class LiveStats {
       topTopics,
       topQueues: this.api.topQueues(10),
       groups: this.api.groups().slice(0, 50),
+      queues: this.api.queues.list().slice(0, 50),
       warnings: this.api.warnings(20),
     };
     return this.latest;

@@ -325,6 +325,43 @@ export function createPrometheus(api: PluginApi): Prometheus {
     registers,
   });
 
+  // Declared job queues (README "Job queues"), by name.
+  const queueLabels = ['queue'] as const;
+  const queueGauge = (name: string, help: string) =>
+    new Gauge({ name, help, labelNames: queueLabels, registers });
+  new Gauge({
+    name: 'heron_queue_messages',
+    help: 'Messages a declared queue holds, by state (waiting, delayed, pulled = in flight)',
+    labelNames: ['queue', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const m of [queueBytes, queueOldest, queueMembers, queueDead]) m.reset();
+      for (const q of api.queues.list().slice(0, MAX_GROUPS)) {
+        const l = { queue: q.name };
+        this.set({ queue: q.name, state: 'waiting' }, q.waiting);
+        this.set({ queue: q.name, state: 'delayed' }, q.delayed);
+        this.set({ queue: q.name, state: 'pulled' }, q.pulled);
+        queueBytes.set(l, q.bytes);
+        queueOldest.set(l, q.oldestAgeMs === null ? 0 : q.oldestAgeMs / 1000);
+        queueMembers.set(l, q.members);
+        queueDead.inc(l, q.deadLettered);
+      }
+    },
+  });
+  const queueBytes = queueGauge('heron_queue_bytes', 'Topic and payload bytes a declared queue holds');
+  const queueOldest = queueGauge(
+    'heron_queue_oldest_age_seconds',
+    "Age of a declared queue's oldest message (0: empty)",
+  );
+  const queueMembers = queueGauge('heron_queue_members', 'MQTT members of a declared queue');
+  const queueDead = new Counter({
+    name: 'heron_queue_dead_letters_total',
+    help: 'Messages of a declared queue sent to its dead-letter topic',
+    labelNames: queueLabels,
+    registers,
+  });
+
   cached = undefined;
   return {
     contentType: registry.contentType,

@@ -48,7 +48,12 @@ export default definePlugin<SysOptions>({
       loads['bytes/received'].update(s.bytes.received, dt);
       loads['bytes/sent'].update(s.bytes.sent, dt);
       loads.connections.update(s.clients.connectsTotal, dt);
-      for (const [topic, payload] of sysTopics(s, api.groups(), process.memoryUsage().heapUsed))
+      for (const [topic, payload] of sysTopics(
+        s,
+        api.groups(),
+        process.memoryUsage().heapUsed,
+        api.queues.list(),
+      ))
         send(topic, payload);
       for (const [name, load] of Object.entries(loads))
         for (let i = 0; i < LOAD_WINDOWS.length; i++)

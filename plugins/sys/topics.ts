@@ -1,3 +1,4 @@
+import type { QueueStats } from '../api.js';
 import type { BrokerStatsSnapshot, GroupInfo } from '../stats-types.js';
 
 /** At most this many groups in `$SYS/broker/heron/shared/groups` (its payload stays bounded). */
@@ -12,7 +13,12 @@ function level(s: string): string {
  * Every `$SYS` topic and its payload from one snapshot: Mosquitto's names under `$SYS/broker/`,
  * Heron's own under `$SYS/broker/heron/`. The load averages are added by the caller.
  */
-export function sysTopics(s: BrokerStatsSnapshot, groups: GroupInfo[], heapUsed: number): [string, string][] {
+export function sysTopics(
+  s: BrokerStatsSnapshot,
+  groups: GroupInfo[],
+  heapUsed: number,
+  queues: readonly QueueStats[] = [],
+): [string, string][] {
   const b = '$SYS/broker/';
   const h = '$SYS/broker/heron/';
   const storeCount = String(s.messages.stored.count);
@@ -50,6 +56,19 @@ export function sysTopics(s: BrokerStatsSnapshot, groups: GroupInfo[], heapUsed:
     [`${h}shared/groups`, JSON.stringify(groups.slice(0, MAX_GROUPS_LISTED))],
     [`${h}clients/auth failures`, String(s.clients.authFailuresTotal)],
   ];
+  // Declared job queues, each under its name (a queue name is one topic level already).
+  for (const q of queues.slice(0, MAX_GROUPS_LISTED)) {
+    const j = `${h}job queues/${level(q.name)}/`;
+    out.push(
+      [`${j}waiting`, String(q.waiting)],
+      [`${j}delayed`, String(q.delayed)],
+      [`${j}inflight`, String(q.pulled)],
+      [`${j}bytes`, String(q.bytes)],
+      [`${j}members`, String(q.members)],
+      [`${j}oldest age`, q.oldestAgeMs === null ? '0' : String(Math.round(q.oldestAgeMs / 1000))],
+      [`${j}dead letters`, String(q.deadLettered)],
+    );
+  }
   for (const [reason, n] of Object.entries(s.messages.dropped))
     out.push([`${h}dropped/${level(reason)}`, String(n)]);
   return out;

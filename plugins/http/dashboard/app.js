@@ -111,6 +111,21 @@ function render(s) {
     }),
     'no shared groups',
   );
+  fill(
+    $('job-queues'),
+    (s.queues ?? []).map((q) => {
+      const tr = document.createElement('tr');
+      tr.append(
+        cell(q.name),
+        cell(fmt(q.waiting + q.delayed), 'num'),
+        cell(fmt(q.pulled), 'num'),
+        cell(q.oldestAgeMs === null ? '–' : `${fmt(Math.round(q.oldestAgeMs / 1000))} s`, 'num'),
+        cell(fmt(q.deadLettered), 'num'),
+      );
+      return tr;
+    }),
+    'no declared queues',
+  );
   $('warnings').replaceChildren(
     ...s.warnings.map((w) => {
       const li = document.createElement('li');
