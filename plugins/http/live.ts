@@ -3,6 +3,8 @@ import type { PluginApi } from '../api.js';
 
 /** Distinct topics counted per second at most; past that, publishes count under OTHER. */
 const MAX_TOPICS = 10_000;
+/** Top topics are estimated from every SAMPLE_EVERY-th publish (rates in steps of this many/s). */
+const SAMPLE_EVERY = 8;
 const OTHER = '(other topics)';
 
 export interface TopicRate {
@@ -43,6 +45,7 @@ export interface LiveSample {
 export class LiveStats {
   private readonly streams = new Set<ServerResponse>();
   private counts = new Map<string, number>();
+  private seen = 0;
   private timer: NodeJS.Timeout | undefined;
   private last:
     | { time: number; in: number; out: number; bin: number; bout: number; drop: number }
@@ -57,10 +60,14 @@ export class LiveStats {
   private count(): void {
     this.unhook ??= this.api.addHooks({
       onPublish: (message) => {
+        // One publish in SAMPLE_EVERY is counted (as that many): a dashboard open during a flood
+        // costs a counter increment per message, not a map update.
+        if (++this.seen < SAMPLE_EVERY) return;
+        this.seen = 0;
         const n = this.counts.get(message.topic);
-        if (n !== undefined) this.counts.set(message.topic, n + 1);
-        else if (this.counts.size < MAX_TOPICS) this.counts.set(message.topic, 1);
-        else this.counts.set(OTHER, (this.counts.get(OTHER) ?? 0) + 1);
+        if (n !== undefined) this.counts.set(message.topic, n + SAMPLE_EVERY);
+        else if (this.counts.size < MAX_TOPICS) this.counts.set(message.topic, SAMPLE_EVERY);
+        else this.counts.set(OTHER, (this.counts.get(OTHER) ?? 0) + SAMPLE_EVERY);
       },
     });
   }
