@@ -11,7 +11,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { cpuSeconds, projectRoot } from '../brokers.js';
+import { cpuSeconds, projectRoot, startNodeFlags } from '../brokers.js';
 import { BenchClient, PublishTemplate } from '../client.js';
 import { readPubId, readSentAt, readSeq, StreamTracker } from '../payload.js';
 import { type BenchOptions, type LocalBench, type LocalResult, summarizeLatency } from '../scenario.js';
@@ -41,7 +41,10 @@ async function startBroker(): Promise<{ child: ChildProcess; mqtt: number; http:
     ...['--http-port', '0', '--admin-token', 'bench-admin', '--queue-consumer', `${TOKEN}=*`],
   ];
   // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it.
-  const nodeArgs = (process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [
+    ...startNodeFlags(projectRoot()),
+    ...(process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+  ];
   const child = spawn(process.execPath, [...nodeArgs, cli, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
