@@ -1,10 +1,9 @@
 /// <reference lib="dom" />
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { launchChromium } from './browser-helpers.js';
 import { connect, nextMessages, onCleanup, startBroker } from './helpers.js';
 
 const bundle = readFileSync(new URL('../node_modules/mqtt/dist/mqtt.min.js', import.meta.url));
@@ -33,10 +32,6 @@ function page(wsUrl: string): string {
 </script></body></html>`;
 }
 
-function chromiumPath(): string {
-  return execFileSync('which', ['chromium'], { encoding: 'utf8' }).trim();
-}
-
 describe('a real browser over WebSocket', () => {
   it('Chromium with mqtt.js subscribes, publishes and shows a message from a Node client', async () => {
     const { broker, url } = await startBroker({ wsPort: 0 });
@@ -53,20 +48,7 @@ describe('a real browser over WebSocket', () => {
     await node.subscribeAsync('from/browser', { qos: 1 });
     const fromBrowser = nextMessages(node, 1);
 
-    const browser = await chromium.launch({
-      executablePath: chromiumPath(),
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    onCleanup(() => browser.close());
+    const browser = await launchChromium();
     const tab = await browser.newPage();
     await tab.goto(pageUrl);
     await tab.waitForFunction(() => document.getElementById('status')?.textContent === 'subscribed');

@@ -1,5 +1,7 @@
 /** The built `heron` command run as a child process, its pino JSON log read line by line. */
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { onCleanup, once } from './helpers.js';
@@ -17,6 +19,7 @@ function spawnCli(
   args: string[],
   opts: SpawnOpts,
 ): ChildProcess & { stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream } {
+  assert.ok(existsSync(CLI), `${CLI} is built (npm test builds it first)`);
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HERON_')) env[k] = v;
   return spawn(process.execPath, [CLI, ...args], {

@@ -1,37 +1,18 @@
 /// <reference lib="dom" />
-import { execFileSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { launchChromium } from './browser-helpers.js';
 import { connect, disconnected, onCleanup } from './helpers.js';
 import { startAdmin, TOKEN } from './http-helpers.js';
 
 const OUT = fileURLToPath(new URL('../test-output/', import.meta.url));
 
-async function launch() {
-  const browser = await chromium.launch({
-    executablePath: execFileSync('which', ['chromium'], { encoding: 'utf8' }).trim(),
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-  onCleanup(() => browser.close());
-  return browser;
-}
-
 describe('the dashboard in Chromium', () => {
   it('asks for the token, shows connections and message rates moving, kicks a client from the table', async () => {
     await mkdir(OUT, { recursive: true });
     const a = await startAdmin();
-    const browser = await launch();
+    const browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));

@@ -1,4 +1,5 @@
 /** A broker with the HTTP plugin on a free port, and fetch helpers for its admin API. */
+import assert from 'node:assert/strict';
 import type { BrokerOptions } from '../broker/options.js';
 import httpPlugin, { type HttpOptions } from '../plugins/http/index.js';
 import { onCleanup, startBroker } from './helpers.js';
@@ -15,6 +16,7 @@ export async function startAdmin(http: HttpOptions = {}, opts: BrokerOptions = {
     ],
   });
   onCleanup(() => t.broker.close());
+  assert.match(base, /^http:\/\/127\.0\.0\.1:\d+$/, 'the HTTP plugin reports where it listens');
   const call = (path: string, init: RequestInit & { auth?: string | null } = {}) => {
     const headers = new Headers(init.headers);
     const auth = init.auth === undefined ? `Bearer ${TOKEN}` : init.auth;
@@ -24,7 +26,7 @@ export async function startAdmin(http: HttpOptions = {}, opts: BrokerOptions = {
   };
   const json = async <T = unknown>(path: string, init: RequestInit = {}) => {
     const res = await call(path, init);
-    if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${path}: ${res.status} ${await res.text()}`);
+    assert.ok(res.ok, `${init.method ?? 'GET'} ${path}: ${res.status} ${res.ok ? '' : await res.text()}`);
     return (await res.json()) as T;
   };
   return { ...t, base, call, json };

@@ -40,7 +40,12 @@ const subscribe = (filter: string, messageId = 1): Packet => ({
 
 /** A plugin registering the given hooks. */
 const plugin = (name: string, hooks: PluginHooks) =>
-  definePlugin({ name, setup: (api) => api.addHooks(hooks) });
+  definePlugin({
+    name,
+    setup: (api) => {
+      api.addHooks(hooks);
+    },
+  });
 
 /** Nothing more arrives within ms (only to assert absence). */
 async function silent(c: RawClient, ms = 150): Promise<Packet | null> {
@@ -79,7 +84,9 @@ function twoPlugins(hook: Chain, first: Verdict, second: Verdict, async: boolean
     [
       definePlugin({
         name: 'second',
-        setup: (api, o: { v: Verdict }) => api.addHooks({ [hook]: answer(o.v, false) }),
+        setup: (api, o: { v: Verdict }) => {
+          api.addHooks({ [hook]: answer(o.v, false) });
+        },
       }),
       { v: second },
     ],
