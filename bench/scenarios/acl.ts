@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import type { BrokerHandle } from '../brokers.js';
 import { BenchClient } from '../client.js';
 import { runFlow } from '../flow.js';
+import { alternatingRounds } from '../rounds.js';
 import {
   type BenchOptions,
   type BrokerScenario,
@@ -132,12 +133,6 @@ async function run(
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 export function aclCost(shape: Shape): BrokerScenario {
   return {
     kind: 'broker',
@@ -151,56 +146,29 @@ export function aclCost(shape: Shape): BrokerScenario {
       writeFileSync(file, aclFile());
       try {
         const rounds = ctx.options.quick ? 2 : ROUNDS;
-        const pairs: { without: ScenarioResult; with: ScenarioResult; ratio: number | null }[] = [];
-        const began = performance.now();
-        let roundMs = 0;
-        for (let k = 0; k < rounds; k++) {
-          // Within the runner's 120 s per scenario, on a slow or busy machine too: at least two
-          // rounds, then only as many as fit in TIME_BUDGET_MS.
-          if (k >= 2 && performance.now() - began + roundMs > TIME_BUDGET_MS) break;
-          const roundStart = performance.now();
-          const plain = () => run(ctx, shape, [], 300 + 2 * k);
-          const acl = () => run(ctx, shape, ['--acl-file', file], 301 + 2 * k);
-          let without: ScenarioResult;
-          let withAcl: ScenarioResult;
-          if (k % 2 === 0) {
-            without = await plain();
-            withAcl = await acl();
-          } else {
-            withAcl = await acl();
-            without = await plain();
-          }
-          const ratio =
-            without.perCpuSecond !== null && withAcl.perCpuSecond !== null
-              ? withAcl.perCpuSecond / without.perCpuSecond
-              : null;
-          pairs.push({ without, with: withAcl, ratio });
-          roundMs = performance.now() - roundStart;
-        }
-        const ratios = pairs.flatMap((p) => (p.ratio === null ? [] : [p.ratio]));
-        // The row shows the with-ACL run of the round nearest the median ratio.
-        const mid = ratios.length > 0 ? median(ratios) : null;
-        const shown =
-          mid === null
-            ? pairs[0]
-            : pairs.reduce((best, p) =>
-                p.ratio !== null && Math.abs(p.ratio - mid) < Math.abs((best.ratio ?? Infinity) - mid)
-                  ? p
-                  : best,
-              );
-        const r = shown.with;
-        const withouts = pairs.flatMap((p) =>
-          p.without.perCpuSecond === null ? [] : [p.without.perCpuSecond],
+        const {
+          rounds: pairs,
+          ratios,
+          mid,
+          shown,
+          baseMedian,
+        } = await alternatingRounds(
+          rounds,
+          TIME_BUDGET_MS,
+          (k) => run(ctx, shape, [], 300 + 2 * k),
+          (k) => run(ctx, shape, ['--acl-file', file], 301 + 2 * k),
         );
+        // The row shows the with-ACL run of the round nearest the median ratio.
+        const r = shown.variant;
         if (mid !== null) {
           r.notes.push(
             `with / without the ACL per CPU-s, median of ${ratios.length} alternating rounds = ${mid.toFixed(2)} ` +
               `(${mid >= 0.9 ? 'meets' : 'misses'} the ≤ 10% cost target; rounds ${ratios.map((x) => x.toFixed(2)).join(', ')})`,
           );
-          r.detail += `; without the ACL, median ${(median(withouts) / 1000).toFixed(1)}k/CPU-s`;
+          r.detail += `; without the ACL, median ${(baseMedian / 1000).toFixed(1)}k/CPU-s`;
         }
-        const lostWith = pairs.some((p) => (p.with.lost ?? 0) > 0);
-        const lostWithout = pairs.some((p) => (p.without.lost ?? 0) > 0);
+        const lostWith = pairs.some((p) => (p.variant.lost ?? 0) > 0);
+        const lostWithout = pairs.some((p) => (p.base.lost ?? 0) > 0);
         if (lostWith && !lostWithout) r.notes.push('lost only with the ACL: check its rules');
         return r;
       } finally {

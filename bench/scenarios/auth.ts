@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { generate } from 'mqtt-packet';
 import { formatPasswordFile, hashPassword, type Line } from '../../plugins/password-file/passwords.js';
+import { median } from '../rounds.js';
 import { type BrokerScenario, mark, measure } from '../scenario.js';
 import { spawnHeron } from './persistence.js';
 
@@ -157,12 +158,6 @@ async function connects(args: string[], n: number, auth: boolean, tag: string) {
 }
 
 const fmt = (v: number | null) => (v === null ? '–' : v.toFixed(0));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length === 0 ? Number.NaN : s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 export const passwordConnects: BrokerScenario = {
   kind: 'broker',

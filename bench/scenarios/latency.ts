@@ -12,6 +12,7 @@
 import type { QoS } from 'mqtt-packet';
 import { PublishTemplate } from '../client.js';
 import { readSentAt, readSeq, StreamTracker } from '../payload.js';
+import { median } from '../rounds.js';
 import { type BrokerScenario, type Mark, mark, measure, summarizeLatency } from '../scenario.js';
 
 const RATE = 2000;
@@ -137,12 +138,6 @@ export function latency(qos: QoS): BrokerScenario {
       };
     },
   };
-}
-
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
 function fmt(v: number | null): string {

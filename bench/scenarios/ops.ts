@@ -9,6 +9,7 @@
  */
 import { createServer } from 'node:net';
 import { runFlow } from '../flow.js';
+import { alternatingRounds } from '../rounds.js';
 import {
   type BrokerScenario,
   createContext,
@@ -95,12 +96,6 @@ async function run(
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 export const opsCost: BrokerScenario = {
   kind: 'broker',
   id: 'ops-fan-in-qos0',
@@ -110,49 +105,24 @@ export const opsCost: BrokerScenario = {
   unsupported: { mosquitto: 'a heron configuration', aedes: 'a heron configuration' },
   async run(ctx) {
     const rounds = ctx.options.quick ? 2 : ROUNDS;
-    const pairs: { off: ScenarioResult; on: ScenarioResult; ratio: number | null }[] = [];
     let scrapes = 0;
-    const began = performance.now();
-    let roundMs = 0;
-    for (let k = 0; k < rounds; k++) {
-      if (k >= 2 && performance.now() - began + roundMs > TIME_BUDGET_MS) break;
-      const roundStart = performance.now();
-      const off = () => run(ctx, false, 400 + 2 * k).then((x) => x.r);
-      const on = () =>
+    const { ratios, mid, shown, baseMedian } = await alternatingRounds(
+      rounds,
+      TIME_BUDGET_MS,
+      (k) => run(ctx, false, 400 + 2 * k).then((x) => x.r),
+      (k) =>
         run(ctx, true, 401 + 2 * k).then((x) => {
           scrapes += x.scrapes;
           return x.r;
-        });
-      let a: ScenarioResult;
-      let b: ScenarioResult;
-      if (k % 2 === 0) {
-        a = await off();
-        b = await on();
-      } else {
-        b = await on();
-        a = await off();
-      }
-      const ratio =
-        a.perCpuSecond !== null && b.perCpuSecond !== null ? b.perCpuSecond / a.perCpuSecond : null;
-      pairs.push({ off: a, on: b, ratio });
-      roundMs = performance.now() - roundStart;
-    }
-    const ratios = pairs.flatMap((p) => (p.ratio === null ? [] : [p.ratio]));
-    const mid = ratios.length > 0 ? median(ratios) : null;
-    const shown =
-      mid === null
-        ? pairs[0]
-        : pairs.reduce((best, p) =>
-            p.ratio !== null && Math.abs(p.ratio - mid) < Math.abs((best.ratio ?? Infinity) - mid) ? p : best,
-          );
-    const r = shown.on;
-    const offs = pairs.flatMap((p) => (p.off.perCpuSecond === null ? [] : [p.off.perCpuSecond]));
+        }),
+    );
+    const r = shown.variant;
     if (mid !== null) {
       r.notes.push(
         `ops on / off per CPU-s, median of ${ratios.length} alternating rounds = ${mid.toFixed(3)} ` +
           `(${mid >= 0.97 ? 'meets' : 'misses'} the < 3% cost target; rounds ${ratios.map((x) => x.toFixed(3)).join(', ')})`,
       );
-      r.detail += `; ops off, median ${(median(offs) / 1000).toFixed(1)}k/CPU-s; ${scrapes} scrapes`;
+      r.detail += `; ops off, median ${(baseMedian / 1000).toFixed(1)}k/CPU-s; ${scrapes} scrapes`;
     }
     if (scrapes === 0) r.notes.push('no metrics scrape succeeded');
     return r;
