@@ -28,8 +28,8 @@ interface Lease {
 }
 
 /**
- * A receipt is `<seq>.<per-boot random><counter>`: unique across redeliveries and restarts, and
- * not guessable from the seq alone (the routes still require a token allowed on the queue).
+ * A receipt is `<per-boot random>.<counter>`: unique across redeliveries and restarts. The seq is
+ * not in it: a seq is a double, and its radix-36 string cost as much as the rest of a lease.
  */
 const RECEIPT_PREFIX = randomBytes(6).toString('base64url');
 let receipts = 0;
@@ -81,7 +81,7 @@ export class PullQueue {
         continue;
       }
       const lease: Lease = {
-        receipt: `${e.seq.toString(36)}.${RECEIPT_PREFIX}${(receipts++).toString(36)}`,
+        receipt: `${RECEIPT_PREFIX}.${(receipts++).toString(36)}`,
         e,
         until: now + visibilityMs,
       };

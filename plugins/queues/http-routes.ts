@@ -121,16 +121,30 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
     }
   });
 
-  /** The caller, or the reply already sent (401/403/404). */
+  /**
+   * The caller, or null with the reply already sent (401/403/404); a promise only when the admin
+   * check has to decide, so the pull loop's requests (a queue token) take no extra turn.
+   */
   const ADMIN: Caller = { admin: true, queues: null };
-  async function check(
+  function check(
     req: FastifyRequest,
     reply: FastifyReply,
     action: QueueAction,
-  ): Promise<Caller | null> {
+  ): Caller | null | Promise<Caller | null> {
     const header = req.headers.authorization;
-    let caller = permissions.caller(header);
-    if (caller === null && opts.isAdmin !== undefined && (await opts.isAdmin(header))) caller = ADMIN;
+    const caller = permissions.caller(header);
+    if (caller !== null || opts.isAdmin === undefined) return allowed(req, reply, action, caller);
+    return Promise.resolve(opts.isAdmin(header)).then((admin) =>
+      allowed(req, reply, action, admin ? ADMIN : null),
+    );
+  }
+
+  function allowed(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    action: QueueAction,
+    caller: Caller | null,
+  ): Caller | null {
     if (caller === null) {
       void reply
         .code(401)
@@ -187,7 +201,9 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
       },
     },
     async (req, reply) => {
-      if ((await check(req, reply, 'consume')) === null) return reply;
+      let caller = check(req, reply, 'consume');
+      if (caller instanceof Promise) caller = await caller;
+      if (caller === null) return reply;
       const body = req.body ?? {};
       const acked = body.ack === undefined ? undefined : queues.ack(req.params.name, body.ack).unknown;
       const name = req.params.name;
@@ -237,7 +253,9 @@ export async function queueRoutes(app: FastifyInstance, opts: QueueRoutesOptions
         },
       },
       async (req, reply) => {
-        if ((await check(req, reply, 'consume')) === null) return reply;
+        let caller = check(req, reply, 'consume');
+        if (caller instanceof Promise) caller = await caller;
+        if (caller === null) return reply;
         const { unknown } = run(req.params.name, req.body);
         return { settled: req.body.receipts.length - unknown.length, unknown };
       },

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 
 /**
  * Who may use which queue over HTTP (README "Job queues"). A bearer token is either an admin
@@ -27,7 +27,8 @@ export interface Caller {
   queues: ReadonlySet<string> | null;
 }
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
+// One-shot: no Hash object per request.
+const digest = (s: string) => hash('sha256', s, 'buffer');
 
 export class QueuePermissions {
   /** Tokens by their SHA-256 digests, compared in constant time (so lengths do not leak either). */
