@@ -299,6 +299,8 @@ export function heron(root = projectRoot(), name = 'heron'): BrokerSpec {
       const port = await freePort(HOST);
       const args = [
         ...startNodeFlags(root),
+        // HERON_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles it (see bench/README.md).
+        ...(process.env.HERON_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
         cli,
         ...['--port', String(port), '--host', HOST, '--log-level', 'warn'],
         ...extraArgs,

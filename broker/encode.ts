@@ -50,10 +50,7 @@ export function encodePublish(msg: Message, f: PublishForm, cache: EncodeCache |
       }
     } else {
       buf = generatePublish(msg, f);
-      if (shapes.size >= MAX_SHAPES) shapes.clear();
-      // Only the header is kept, in memory of its own (not a slice of a shared pool).
-      const head = Buffer.allocUnsafeSlow(buf.length - msg.payload.length);
-      buf.copy(head, 0, 0, head.length);
+      const head = keepHead(buf, buf.length - msg.payload.length);
       shapes.set(shapeKey, { head, pidAt: f.qos > 0 ? packetIdOffset(buf, msg.topic) : -1 });
     }
   } else buf = generatePublish(msg, f);
@@ -67,9 +64,42 @@ interface Shape {
   /** Where its packet id is; -1 at QoS 0. */
   pidAt: number;
 }
-// Bounded: with more distinct shapes than this in use the map starts over (each miss encodes anew).
-const MAX_SHAPES = 1024;
+/**
+ * Bounded in count and bytes; past either the map starts over. Sized for the working set of IoT
+ * shapes: 10,000 devices each on its own topic (an ingest subscriber's deliveries, or commands to
+ * each device) cycle through 10,000 shapes, and a smaller map would miss on every one of them.
+ */
+const MAX_SHAPES = 16_384;
+const MAX_SHAPE_BYTES = 2 * 1024 * 1024;
 const shapes = new Map<string, Shape>();
+let shapeBytes = 0;
+/** Heads are copied into slabs (not a slice of a pooled publish, nor a buffer each); dropped with the map. */
+const SLAB = 64 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB);
+let slabUsed = 0;
+
+function keepHead(buf: Buffer, length: number): Buffer {
+  if (shapes.size >= MAX_SHAPES || shapeBytes + length > MAX_SHAPE_BYTES) {
+    shapes.clear();
+    shapeBytes = 0;
+    slab = Buffer.allocUnsafeSlow(SLAB);
+    slabUsed = 0;
+  }
+  shapeBytes += length;
+  if (length > SLAB / 8) {
+    const own = Buffer.allocUnsafeSlow(length);
+    buf.copy(own, 0, 0, length);
+    return own;
+  }
+  if (slabUsed + length > SLAB) {
+    slab = Buffer.allocUnsafeSlow(SLAB);
+    slabUsed = 0;
+  }
+  const head = slab.subarray(slabUsed, slabUsed + length);
+  buf.copy(head, 0, 0, length);
+  slabUsed += length;
+  return head;
+}
 
 function generatePublish(msg: Message, f: PublishForm): Buffer {
   const packet: IPublishPacket = {

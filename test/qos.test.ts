@@ -64,6 +64,48 @@ describe('consecutive messages of one topic and payload length', () => {
   }
 });
 
+describe('more topics than the encoded-header map keeps', () => {
+  it('every message keeps its own topic, payload and packet id across the map starting over [MQTT-3.3.2-1] [MQTT-2.2.1-3]', async () => {
+    // 2,500 topics of ~1 KiB fill the map's 2 MiB byte bound more than once, so headers are kept
+    // in slabs, dropped, and made again (broker/encode.ts); then 3 topics of 9 KiB take their own.
+    const { port, url } = await startBroker();
+    const sub = await RawClient.connected(port, 4, { clientId: uid('shapes-sub') });
+    sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'shapes/#', qos: 1 }] });
+    expect(await sub.next()).toMatchObject({ cmd: 'suback' });
+    const pub = await connect(url);
+    const sent: { topic: string; payload: string }[] = [];
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 2500; i++)
+        sent.push({
+          topic: `shapes/${String(i).padStart(5, '0')}/${'x'.repeat(1000)}`,
+          payload: `r${round}-${i}`,
+        });
+    }
+    for (let i = 0; i < 3; i++)
+      sent.push({ topic: `shapes/big${i}/${'y'.repeat(9000)}`, payload: `big-${i}` });
+    const got: { topic: string; payload: string }[] = [];
+    let lastId = 0;
+    let idsInOrder = true;
+    // Read while publishing: the broker holds the subscriber's queue within its bounds (backpressure).
+    const reading = (async () => {
+      while (got.length < sent.length) {
+        const p = await sub.next();
+        if (p === null) throw new Error('subscriber closed');
+        if (p.cmd !== 'publish') continue;
+        got.push({ topic: p.topic, payload: String(p.payload) });
+        if (p.messageId !== (lastId % 65535) + 1) idsInOrder = false;
+        lastId = p.messageId!;
+        sub.send({ cmd: 'puback', messageId: p.messageId });
+      }
+    })();
+    for (let i = 0; i < sent.length; i += 100)
+      await Promise.all(sent.slice(i, i + 100).map((m) => pub.publishAsync(m.topic, m.payload, { qos: 1 })));
+    await reading;
+    expect(got).toEqual(sent);
+    expect(idsInOrder).toBe(true);
+  });
+});
+
 describe('publisher → broker: acknowledgements', () => {
   for (const version of VERSIONS) {
     it(`v${version}: QoS 1 PUBLISH is answered by PUBACK with its packet id [MQTT-4.3.2-4] [MQTT-2.2.1-5]`, async () => {
