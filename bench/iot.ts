@@ -497,6 +497,7 @@ export async function runIot(ctx: ScenarioContext, o: IotOptions): Promise<Scena
       dup,
       reordered,
       latency: lat,
+      ...(rssEnd === null ? {} : { rssMiB: rssEnd / 1024 }),
       cell: `${(window.rate / 1000).toFixed(1)}k msg/s, p50 ${lat ? ms(lat.p50) : '—'} / p99 ${lat ? ms(lat.p99) : '—'} ms, RSS ${mibOf(rssEnd)} MiB`,
       notes,
       detail:

@@ -23,6 +23,7 @@ import { HEADER_BYTES } from './payload.js';
 import { markdownTable, type Outcome, progressLine } from './report.js';
 import { type BenchOptions, type BrokerScenario, createContext, type LocalBench, sleep } from './scenario.js';
 import { scenarios } from './scenarios/index.js';
+import { issue11Targets } from './targets.js';
 
 const HELP = `Usage: node dist/bench/run.js [options]
 
@@ -223,6 +224,8 @@ async function main(): Promise<number> {
   );
   for (const line of [...skipped, ...notes]) console.log(`- ${line}`);
   for (const line of localLines) console.log(`\n${line}`);
+  const targets = issue11Targets(outcomes);
+  if (targets.length > 0) console.log(`\n${targets.join('\n')}`);
 
   if (values.json) {
     // What the numbers were measured on, so a table can be traced to its run.
@@ -238,7 +241,7 @@ async function main(): Promise<number> {
     const table = markdownTable(ran, brokerScenarios, outcomes);
     writeFileSync(
       values.json,
-      `${JSON.stringify({ machine, options, outcomes, local: localLines, skipped, table }, null, 2)}\n`,
+      `${JSON.stringify({ machine, options, outcomes, local: localLines, skipped, table, targets }, null, 2)}\n`,
     );
   }
 

@@ -61,6 +61,8 @@ export interface ScenarioResult {
   dup: number | null;
   reordered?: number;
   latency?: LatencySummary;
+  /** Broker RSS at the end of the run, MiB, where a scenario samples it (the IoT rows). */
+  rssMiB?: number;
   /** Idle connections: broker RSS growth per connection, KiB. */
   kibPerConn?: number | null;
   /** Shared subscriptions: the smallest and largest fraction of deliveries one member got. */
